@@ -1,0 +1,88 @@
+"""Database tables (sqlmodel).  The only module that defines SQL schema.
+
+A task's submitted TES document is kept whole as JSON (``Task.document``); the
+columns beside it are what the broker and the list queries filter on.  Tags are
+also denormalised into :class:`TaskTag` so ``tag_key``/``tag_value`` filters use an
+index.  ``seq`` is a monotonically increasing integer used for keyset paging, so a
+page costs the same at task 100,000 as at task 1.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_state_seq", "state", "seq"),
+        Index("ix_tasks_owner_seq", "owner", "seq"),
+        Index("ix_tasks_lease", "state", "lease_expires"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(index=True, unique=True, max_length=64)
+    owner: str = Field(default="anonymous", max_length=128)
+    name: str = Field(default="", index=True, max_length=1024)
+    state: str = Field(default="QUEUED", max_length=32)
+    document: str = Field(sa_column=Column(Text, nullable=False))
+    creation_time: datetime
+    updated_time: datetime
+    target: str | None = Field(default=None, max_length=128)
+    placement_reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    attempt: int = Field(default=0)
+    work_url: str | None = Field(default=None, max_length=2048)
+    lease_owner: str | None = Field(default=None, max_length=256)
+    lease_expires: datetime | None = Field(default=None)
+
+
+class TaskTag(SQLModel, table=True):
+    __tablename__ = "task_tags"
+    __table_args__ = (Index("ix_task_tags_key_value", "key", "value"),)
+
+    task_seq: int = Field(foreign_key="tasks.seq", primary_key=True)
+    key: str = Field(primary_key=True, max_length=256)
+    value: str = Field(default="", max_length=1024)
+
+
+class TaskEvent(SQLModel, table=True):
+    __tablename__ = "task_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_seq: int = Field(foreign_key="tasks.seq", index=True)
+    at: datetime
+    from_state: str = Field(max_length=32)
+    to_state: str = Field(max_length=32)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Attempt(SQLModel, table=True):
+    """One try at running a task: a TES ``logs[]`` entry."""
+
+    __tablename__ = "attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_seq: int = Field(foreign_key="tasks.seq", index=True)
+    number: int
+    target: str = Field(max_length=128)
+    backend_job_id: str | None = Field(default=None, max_length=256)
+    submitted_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    # The agent's status.json as last read (executor logs, outputs, system logs).
+    status: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    finished: bool = Field(default=False)
+
+
+class Target(SQLModel, table=True):
+    """What each configured target last reported about itself."""
+
+    __tablename__ = "targets"
+
+    name: str = Field(primary_key=True, max_length=128)
+    kind: str = Field(max_length=32)
+    info: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    updated_time: datetime

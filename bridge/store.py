@@ -1,0 +1,486 @@
+"""The task store: every read and write of task state goes through here.
+
+:meth:`TaskStore.transition` is the only writer of ``tasks.state``; it checks the
+change against :data:`bridge.states.TRANSITIONS` and appends a ``task_events`` row
+in the same transaction.  Hot paths (create, list) use SQLAlchemy Core rather than
+ORM objects: one INSERT per table, and keyset paging on ``seq``.
+
+Leases let several brokers share one PostgreSQL database: a broker owns the tasks
+whose ``lease_owner`` it is while ``lease_expires`` is in the future, renews them
+every loop, and takes over tasks whose lease ran out (a dead broker's).  Claims use
+``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from bridge.models import Attempt, Target, Task, TaskEvent, TaskTag
+from bridge.states import ACTIVE, TERMINAL, InvalidTransition, State, can_transition
+
+T = Task.__table__  # type: ignore[attr-defined]
+TAGS = TaskTag.__table__  # type: ignore[attr-defined]
+EVENTS = TaskEvent.__table__  # type: ignore[attr-defined]
+ATTEMPTS = Attempt.__table__  # type: ignore[attr-defined]
+TARGETS = Target.__table__  # type: ignore[attr-defined]
+
+
+class TaskNotFound(LookupError):
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"no task with id {task_id!r}")
+
+
+class BadPageToken(ValueError):
+    """A ``page_token`` this server did not issue."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+def encode_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_token(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if not raw.startswith("s"):
+            raise ValueError(raw)
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
+        raise BadPageToken(f"page_token {token!r} was not issued by this server") from err
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    seq: int
+    id: str
+    owner: str
+    name: str
+    state: State
+    document: dict[str, Any]
+    creation_time: datetime
+    target: str | None
+    placement_reason: str
+    attempt: int
+    work_url: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: int
+    task_seq: int
+    number: int
+    target: str
+    backend_job_id: str | None
+    submitted_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    status: dict[str, Any]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    name_prefix: str | None = None
+    state: State | None = None
+    tags: dict[str, str] | None = None
+    owner: str | None = None  # None: every owner (admins)
+    page_size: int = 256
+    page_token: str | None = None
+
+
+_TASK_COLS = (
+    T.c.seq,
+    T.c.id,
+    T.c.owner,
+    T.c.name,
+    T.c.state,
+    T.c.document,
+    T.c.creation_time,
+    T.c.target,
+    T.c.placement_reason,
+    T.c.attempt,
+    T.c.work_url,
+)
+
+
+def _task_row(r: Any) -> TaskRow:
+    return TaskRow(
+        seq=r.seq,
+        id=r.id,
+        owner=r.owner,
+        name=r.name,
+        state=State(r.state),
+        document=json.loads(r.document),
+        creation_time=as_utc(r.creation_time) or utcnow(),
+        target=r.target,
+        placement_reason=r.placement_reason,
+        attempt=r.attempt,
+        work_url=r.work_url,
+    )
+
+
+def _attempt_row(r: Any) -> AttemptRow:
+    return AttemptRow(
+        id=r.id,
+        task_seq=r.task_seq,
+        number=r.number,
+        target=r.target,
+        backend_job_id=r.backend_job_id,
+        submitted_time=as_utc(r.submitted_time),
+        start_time=as_utc(r.start_time),
+        end_time=as_utc(r.end_time),
+        status=json.loads(r.status or "{}"),
+        finished=bool(r.finished),
+    )
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class TaskStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # -- creation and reads -------------------------------------------------------
+
+    def create(self, document: dict[str, Any], owner: str = "anonymous") -> str:
+        task_id = new_task_id()
+        now = utcnow()
+        tags = document.get("tags") or {}
+        with self.engine.begin() as conn:
+            seq = conn.execute(
+                insert(T)
+                .values(
+                    id=task_id,
+                    owner=owner,
+                    name=document.get("name") or "",
+                    state=State.QUEUED.value,
+                    document=json.dumps(document, separators=(",", ":")),
+                    creation_time=now,
+                    updated_time=now,
+                    placement_reason="",
+                    attempt=0,
+                )
+                .returning(T.c.seq)
+            ).scalar_one()
+            if tags:
+                conn.execute(
+                    insert(TAGS), [{"task_seq": seq, "key": k, "value": v} for k, v in tags.items()]
+                )
+            conn.execute(
+                insert(EVENTS).values(
+                    task_seq=seq,
+                    at=now,
+                    from_state=State.UNKNOWN.value,
+                    to_state=State.QUEUED.value,
+                    reason="submitted",
+                )
+            )
+        return task_id
+
+    def get(self, task_id: str, owner: str | None = None) -> TaskRow:
+        query = select(*_TASK_COLS).where(T.c.id == task_id)
+        if owner is not None:
+            query = query.where(T.c.owner == owner)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return _task_row(row)
+
+    def list_minimal(self, q: ListQuery) -> tuple[list[tuple[str, str]], str | None]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._list_query(q, (T.c.seq, T.c.id, T.c.state))).all()
+        page, token = self._page(rows, q.page_size)
+        return [(r.id, r.state) for r in page], token
+
+    def list_full(self, q: ListQuery) -> tuple[list[TaskRow], str | None]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._list_query(q, _TASK_COLS)).all()
+        page, token = self._page(rows, q.page_size)
+        return [_task_row(r) for r in page], token
+
+    def _list_query(self, q: ListQuery, cols: Sequence[Any]) -> Any:
+        query = select(*cols).order_by(T.c.seq.desc()).limit(q.page_size + 1)
+        if q.page_token:
+            query = query.where(T.c.seq < decode_token(q.page_token))
+        if q.owner is not None:
+            query = query.where(T.c.owner == q.owner)
+        if q.state is not None:
+            query = query.where(T.c.state == q.state.value)
+        if q.name_prefix:
+            query = query.where(T.c.name.like(_escape_like(q.name_prefix) + "%", escape="\\"))
+        for key, value in (q.tags or {}).items():
+            cond = and_(TAGS.c.task_seq == T.c.seq, TAGS.c.key == key)
+            if value:
+                cond = and_(cond, TAGS.c.value == value)
+            query = query.where(exists().where(cond))
+        return query
+
+    @staticmethod
+    def _page(rows: Sequence[Any], size: int) -> tuple[Sequence[Any], str | None]:
+        if len(rows) > size:
+            return rows[:size], encode_token(rows[size - 1].seq)
+        return rows, None
+
+    def attempts_for(self, seqs: Iterable[int]) -> dict[int, list[AttemptRow]]:
+        seq_list = list(seqs)
+        out: dict[int, list[AttemptRow]] = {s: [] for s in seq_list}
+        if not seq_list:
+            return out
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(ATTEMPTS)
+                .where(ATTEMPTS.c.task_seq.in_(seq_list))
+                .order_by(ATTEMPTS.c.number)
+            ).all()
+        for r in rows:
+            out[r.task_seq].append(_attempt_row(r))
+        return out
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(EVENTS.c.at, EVENTS.c.from_state, EVENTS.c.to_state, EVENTS.c.reason)
+                .join(T, T.c.seq == EVENTS.c.task_seq)
+                .where(T.c.id == task_id)
+                .order_by(EVENTS.c.id)
+            ).all()
+        return [
+            {"at": as_utc(r.at), "from": r.from_state, "to": r.to_state, "reason": r.reason}
+            for r in rows
+        ]
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(T.c.state, func.count()).group_by(T.c.state)).all()
+        return {r[0]: r[1] for r in rows}
+
+    # -- the one writer of state --------------------------------------------------
+
+    def transition(
+        self, task_id: str, to: State, reason: str = "", *, allow_same: bool = True, **fields: Any
+    ) -> bool:
+        """Move a task to ``to``; return False if it was already there.
+
+        Raises :class:`InvalidTransition` if the table forbids the change.
+        """
+        with self.engine.begin() as conn:
+            return self._transition(conn, task_id, to, reason, allow_same, fields)
+
+    def _transition(
+        self,
+        conn: Connection,
+        task_id: str,
+        to: State,
+        reason: str,
+        allow_same: bool,
+        fields: dict[str, Any],
+    ) -> bool:
+        query = select(T.c.seq, T.c.state).where(T.c.id == task_id)
+        if self._postgres:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        current = State(row.state)
+        if current == to:
+            if not allow_same:
+                raise InvalidTransition(task_id, current, to)
+            if fields:
+                conn.execute(update(T).where(T.c.seq == row.seq).values(**fields))
+            return False
+        if not can_transition(current, to):
+            raise InvalidTransition(task_id, current, to)
+        now = utcnow()
+        values = {"state": to.value, "updated_time": now, **fields}
+        if to in TERMINAL:
+            values.update(lease_owner=None, lease_expires=None)
+        done = conn.execute(
+            update(T).where(and_(T.c.seq == row.seq, T.c.state == current.value)).values(**values)
+        ).rowcount
+        if not done:  # somebody else changed it between our read and write
+            raise InvalidTransition(task_id, current, to)
+        conn.execute(
+            insert(EVENTS).values(
+                task_seq=row.seq,
+                at=now,
+                from_state=current.value,
+                to_state=to.value,
+                reason=reason[:4000],
+            )
+        )
+        return True
+
+    def request_cancel(self, task_id: str, owner: str | None = None) -> State:
+        """Cancel: QUEUED and not yet claimed -> CANCELED; running -> CANCELING.
+
+        A finished task is left as it is (cancelling it is a no-op).
+        """
+        row = self.get(task_id, owner)
+        if row.state in TERMINAL or row.state == State.CANCELING:
+            return row.state
+        for _ in range(3):
+            try:
+                if row.state == State.QUEUED and row.attempt == 0:
+                    self.transition(task_id, State.CANCELED, "cancelled by user before submission")
+                    return State.CANCELED
+                self.transition(task_id, State.CANCELING, "cancel requested by user")
+                return State.CANCELING
+            except InvalidTransition:
+                row = self.get(task_id, owner)
+                if row.state in TERMINAL or row.state == State.CANCELING:
+                    return row.state
+        return self.get(task_id, owner).state
+
+    # -- leases and claims (broker side) --------------------------------------------
+
+    def claim(
+        self, broker_id: str, states: Iterable[State], limit: int, lease_s: float
+    ) -> list[TaskRow]:
+        """Take ownership of up to ``limit`` tasks in ``states`` that nobody holds."""
+        now = utcnow()
+        free = or_(T.c.lease_owner.is_(None), T.c.lease_expires < now, T.c.lease_owner == broker_id)
+        query = (
+            select(*_TASK_COLS)
+            .where(and_(T.c.state.in_([s.value for s in states]), free))
+            .order_by(T.c.seq)
+            .limit(limit)
+        )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            if rows:
+                conn.execute(
+                    update(T)
+                    .where(T.c.seq.in_([r.seq for r in rows]))
+                    .values(lease_owner=broker_id, lease_expires=now + timedelta(seconds=lease_s))
+                )
+        return [_task_row(r) for r in rows]
+
+    def renew_leases(self, broker_id: str, lease_s: float) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(T)
+                .where(and_(T.c.lease_owner == broker_id, T.c.state.in_([s.value for s in ACTIVE])))
+                .values(lease_expires=utcnow() + timedelta(seconds=lease_s))
+            ).rowcount
+
+    def release(self, task_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(T).where(T.c.id == task_id).values(lease_owner=None, lease_expires=None)
+            )
+
+    def set_placement(self, task_id: str, target: str, reason: str, work_url: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(T)
+                .where(T.c.id == task_id)
+                .values(target=target, placement_reason=reason, work_url=work_url)
+            )
+
+    # -- attempts -----------------------------------------------------------------
+
+    def start_attempt(self, task: TaskRow, target: str) -> AttemptRow:
+        number = task.attempt + 1
+        with self.engine.begin() as conn:
+            attempt_id = conn.execute(
+                insert(ATTEMPTS)
+                .values(
+                    task_seq=task.seq, number=number, target=target, status="{}", finished=False
+                )
+                .returning(ATTEMPTS.c.id)
+            ).scalar_one()
+            conn.execute(update(T).where(T.c.seq == task.seq).values(attempt=number))
+        return AttemptRow(attempt_id, task.seq, number, target, None, None, None, None, {}, False)
+
+    def set_job_id(self, attempt_id: int, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(ATTEMPTS)
+                .where(ATTEMPTS.c.id == attempt_id)
+                .values(backend_job_id=job_id, submitted_time=utcnow())
+            )
+
+    def update_attempt(
+        self,
+        attempt_id: int,
+        status: dict[str, Any] | None = None,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        finished: bool | None = None,
+    ) -> None:
+        values: dict[str, Any] = {}
+        if status is not None:
+            values["status"] = json.dumps(status, separators=(",", ":"))
+        if start_time is not None:
+            values["start_time"] = start_time
+        if end_time is not None:
+            values["end_time"] = end_time
+        if finished is not None:
+            values["finished"] = finished
+        if values:
+            with self.engine.begin() as conn:
+                conn.execute(update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(**values))
+
+    def current_attempts(self, tasks: Sequence[TaskRow]) -> dict[str, AttemptRow | None]:
+        by_seq = self.attempts_for(t.seq for t in tasks)
+        out: dict[str, AttemptRow | None] = {}
+        for t in tasks:
+            matching = [a for a in by_seq[t.seq] if a.number == t.attempt]
+            out[t.id] = matching[-1] if matching else None
+        return out
+
+    # -- targets ------------------------------------------------------------------
+
+    def save_target(self, name: str, kind: str, info: dict[str, Any]) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(delete(TARGETS).where(TARGETS.c.name == name))
+            conn.execute(
+                insert(TARGETS).values(
+                    name=name, kind=kind, info=json.dumps(info), updated_time=now
+                )
+            )
+
+    def targets(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(TARGETS).order_by(TARGETS.c.name)).all()
+        return [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "info": json.loads(r.info),
+                "updated_time": as_utc(r.updated_time),
+            }
+            for r in rows
+        ]
