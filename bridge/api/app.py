@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from bridge import __version__
-from bridge.api import errors, tes
+from bridge.api import admin, errors, tes
 from bridge.config import Settings
 from bridge.store import TaskStore
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings, store: TaskStore, broker: BrokerHandle | None
     errors.install(app)
     for prefix in TES_PREFIXES:
         app.include_router(tes.router, prefix=prefix)
+    app.include_router(admin.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.states import InvalidTransition
 from bridge.store import BadPageToken, TaskNotFound
-from bridge.tes import InvalidTask, errors_from
+from bridge.tes import InvalidTask
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,44 @@
+"""Broker endpoints beyond TES: a task's events (with reasons) and the targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from bridge.api.auth import caller_for
+from bridge.store import TaskStore
+from bridge.views import rfc3339
+
+router = APIRouter(prefix="/api")
+
+
+@router.get("/tasks/{task_id}/events")
+async def task_events(task_id: str, request: Request) -> JSONResponse:
+    caller = caller_for(request, request.app.state.settings)
+    store: TaskStore = request.app.state.store
+    store.get(task_id, caller.owner_filter)  # 404 unless visible to the caller
+    events: list[dict[str, Any]] = [{**e, "at": rfc3339(e["at"])} for e in store.events(task_id)]
+    return JSONResponse(events)
+
+
+@router.get("/targets")
+async def targets(request: Request) -> JSONResponse:
+    caller_for(request, request.app.state.settings)
+    store: TaskStore = request.app.state.store
+    configured = {t.name: t for t in request.app.state.settings.targets}
+    out = []
+    for row in store.targets():
+        cfg = configured.get(row["name"])
+        out.append(
+            {
+                "name": row["name"],
+                "kind": row["kind"],
+                "configured": cfg is not None,
+                "container_runtime": cfg.container_runtime if cfg else None,
+                **row["info"],
+                "updated_time": rfc3339(row["updated_time"]),
+            }
+        )
+    return JSONResponse(out)

@@ -1,0 +1,391 @@
+"""The broker loop: claim, route, submit, reconcile, retry, cancel.
+
+Each turn of the loop (every ``poll_interval_s``, or at once when the API nudges
+it) does three things:
+
+1. **Dispatch.**  Claim QUEUED tasks, route each one, write its ``task.json`` to
+   its work directory, move it to INITIALIZING with the placement reason, and
+   submit ``bridge-agent run <work-url> --attempt N``.  Tasks placed on the same
+   target with the same resources in one turn go to ``submit_array`` together.
+2. **Reconcile.**  For every active task this broker holds, read the agent's
+   ``status.json`` (executor logs appear as soon as the agent writes them) and ask
+   each backend, in one call per target, for the state of all its jobs.  The
+   agent's word decides the outcome; the backend's only matters when the job ended
+   without the agent reporting (killed, preempted, node lost, wall time).
+3. **Cancel.**  CANCELING tasks get their job cancelled, then become CANCELED.
+
+Nothing is kept only in memory: a restarted broker takes its leases back and
+carries on from the database and the work directories.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bridge import workspace
+from bridge.config import Settings, TargetConfig
+from bridge.router import Candidate, Request, route
+from bridge.states import InvalidTransition, State
+from bridge.store import AttemptRow, TaskRow, TaskStore, utcnow
+from schedulers.base import Backend, JobSpec, JobState, JobStatus, Resources, TargetInfo
+from schedulers.errors import SchedulerError
+
+log = logging.getLogger(__name__)
+
+AGENT_FINAL = {
+    "COMPLETE": State.COMPLETE,
+    "EXECUTOR_ERROR": State.EXECUTOR_ERROR,
+    "SYSTEM_ERROR": State.SYSTEM_ERROR,
+}
+RETRYABLE = {JobState.PREEMPTED, JobState.LOST}
+# How long a finished job may go without a final status.json before we give up on it
+# (object-store work directories can lag a little behind the job's end).
+REPORT_GRACE_S = 3.0
+
+
+@dataclass
+class _Submission:
+    task: TaskRow
+    attempt: AttemptRow
+    spec: JobSpec
+
+
+class Broker:
+    def __init__(
+        self, settings: Settings, store: TaskStore, backends: Mapping[str, Backend]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.backends = dict(backends)
+        self.configs = {t.name: t for t in settings.targets}
+        self.infos: dict[str, TargetInfo] = {}
+        self.broker_id = settings.effective_broker_id
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._ended_without_report: dict[str, float] = {}
+        self._cancel_sent: set[str] = set()
+        self._last_probe = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        await self.probe_targets()
+        self._task = asyncio.create_task(self._loop(), name="bridge-broker")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        for backend in self.backends.values():
+            await backend.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        interval = self.settings.broker.poll_interval_s
+        while not self._stopping:
+            try:
+                await self.run_once()
+            except Exception:  # one bad turn must not stop the broker
+                log.exception("broker turn failed; retrying")
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def run_once(self) -> None:
+        if time.monotonic() - self._last_probe > 60:
+            await self.probe_targets()
+        await asyncio.to_thread(
+            self.store.renew_leases, self.broker_id, self.settings.broker.lease_s
+        )
+        await self.dispatch()
+        await self.reconcile()
+
+    async def probe_targets(self) -> None:
+        self._last_probe = time.monotonic()
+        for name, backend in self.backends.items():
+            try:
+                info = await asyncio.wait_for(backend.probe(), 30)
+            except (SchedulerError, OSError, TimeoutError) as err:
+                info = TargetInfo(
+                    name=name,
+                    kind=self.configs[name].kind,
+                    healthy=False,
+                    detail=str(err) or type(err).__name__,
+                )
+            self.infos[name] = info
+            await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
+
+    # -- dispatch -------------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        cfg = self.settings.broker
+        tasks = await asyncio.to_thread(
+            self.store.claim, self.broker_id, [State.QUEUED], cfg.claim_batch, cfg.lease_s
+        )
+        groups: dict[tuple[str, Resources], list[_Submission]] = defaultdict(list)
+        for task in tasks:
+            sub = await asyncio.to_thread(self._prepare, task)
+            if sub is not None:
+                groups[(sub.attempt.target, sub.spec.resources)].append(sub)
+        for (target, _), subs in groups.items():
+            await self._submit(target, subs)
+
+    def _prepare(self, task: TaskRow) -> _Submission | None:
+        candidates = [Candidate(c, self.infos.get(c.name)) for c in self.settings.targets]
+        placement = route(Request.from_document(task.document, task.owner), candidates)
+        try:
+            if placement.target is None:
+                self.store.transition(task.id, State.SYSTEM_ERROR, placement.reason)
+                return None
+            target = self.configs[placement.target]
+            work_url = workspace.task_url(
+                target.work_url or self.settings.effective_work_url, task.id
+            )
+            attempt = self.store.start_attempt(task, target.name)
+            runtime = {
+                "container_runtime": _param(task, "container_runtime") or target.container_runtime,
+                "attempt": attempt.number,
+            }
+            if self.settings.public_url:
+                runtime["api_url"] = self.settings.public_url
+            workspace.write_task(work_url, _public_document(task), runtime)
+            self.store.set_placement(task.id, target.name, placement.reason, work_url)
+            self.store.transition(task.id, State.INITIALIZING, f"placed on {placement.reason}")
+        except InvalidTransition:
+            return None  # cancelled meanwhile
+        except OSError as err:
+            self._fail(task.id, f"could not write the work directory: {err}")
+            return None
+        return _Submission(task, attempt, self._job_spec(task, target, work_url, attempt.number))
+
+    def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
+        res = task.document.get("resources") or {}
+        ram = res.get("ram_gb")
+        wall = _param(task, "wall_time")
+        log_path = workspace.local_log_path(work_url, n, self.settings.data_dir / "logs" / task.id)
+        return JobSpec(
+            name=f"bridge-{task.id[:12]}",
+            argv=[
+                *workspace.agent_command(target.agent_command),
+                "run",
+                work_url,
+                "--attempt",
+                str(n),
+            ],
+            workdir=str(log_path.parent),
+            resources=Resources(
+                cpus=int(res.get("cpu_cores") or 1),
+                memory_mb=int(ram * 1024) if ram else None,
+                wall_time_s=int(wall) if wall else None,
+                gpus=int(_param(task, "gpus") or 0),
+                partition=_param(task, "partition") or target.partition,
+                account=_param(task, "account") or target.account,
+                qos=_param(task, "qos") or target.qos,
+                constraint=_param(task, "constraint"),
+                preemptible=bool(res.get("preemptible")),
+            ),
+            env=dict(target.env),
+            stdout_path=str(log_path),
+            stderr_path=str(log_path),
+        )
+
+    async def _submit(self, target: str, subs: Sequence[_Submission]) -> None:
+        backend = self.backends[target]
+        specs = [s.spec for s in subs]
+        try:
+            if len(specs) > 1 and self.configs[target].array_batching:
+                job_ids = await backend.submit_array(specs)
+            else:
+                job_ids = [await backend.submit(spec) for spec in specs]
+        except (SchedulerError, OSError) as err:
+            for sub in subs:
+                await asyncio.to_thread(self._fail, sub.task.id, f"{target} refused the job: {err}")
+            return
+        for sub, job_id in zip(subs, job_ids, strict=True):
+            await asyncio.to_thread(self.store.set_job_id, sub.attempt.id, job_id)
+
+    # -- reconcile ------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        active = [State.INITIALIZING, State.RUNNING, State.PAUSED, State.CANCELING]
+        tasks = await asyncio.to_thread(
+            self.store.claim, self.broker_id, active, 100_000, self.settings.broker.lease_s
+        )
+        if not tasks:
+            return
+        attempts = await asyncio.to_thread(self.store.current_attempts, tasks)
+        jobs = await self._job_states(tasks, attempts)
+        for task in tasks:
+            attempt = attempts.get(task.id)
+            job = jobs.get((attempt.target, attempt.backend_job_id)) if attempt else None
+            try:
+                if task.state == State.CANCELING:
+                    await self._advance_cancel(task, attempt, job)
+                else:
+                    await asyncio.to_thread(self._advance, task, attempt, job)
+            except InvalidTransition as err:
+                log.debug("skipped a stale transition: %s", err)
+
+    async def _job_states(
+        self, tasks: Sequence[TaskRow], attempts: Mapping[str, AttemptRow | None]
+    ) -> dict[tuple[str, str], JobStatus]:
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for task in tasks:
+            a = attempts.get(task.id)
+            if a and a.backend_job_id and not a.finished:
+                wanted[a.target].append(a.backend_job_id)
+        out: dict[tuple[str, str], JobStatus] = {}
+        for target, ids in wanted.items():
+            backend = self.backends.get(target)
+            if backend is None:
+                continue
+            try:
+                states = await backend.status(ids)
+            except (SchedulerError, OSError) as err:
+                log.warning("cannot read job states from %s: %s", target, err)
+                continue
+            out.update({(target, job_id): st for job_id, st in states.items()})
+        return out
+
+    def _advance(self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None) -> None:
+        if attempt is None or task.work_url is None:
+            return
+        status = workspace.read_status(task.work_url, attempt.number)
+        if status is not None and status != attempt.status:
+            self.store.update_attempt(
+                attempt.id, status, start_time=_time(status.get("start_time"))
+            )
+        agent_state = (status or {}).get("state")
+        if agent_state == "RUNNING" and task.state == State.INITIALIZING:
+            self.store.transition(task.id, State.RUNNING, "the first executor started")
+        final = AGENT_FINAL.get(agent_state or "")
+        if final is not None:
+            self._finish(task, attempt, final, _final_reason(final, status or {}))
+            return
+        if agent_state == "CANCELED":
+            why = job.reason if job and job.reason else "the job was signalled to stop"
+            self._finish(
+                task, attempt, State.SYSTEM_ERROR, f"the job was stopped outside the broker: {why}"
+            )
+            return
+        if job is None or not job.state.finished:
+            self._ended_without_report.pop(task.id, None)
+            return
+        first_seen = self._ended_without_report.setdefault(task.id, time.monotonic())
+        if time.monotonic() - first_seen < REPORT_GRACE_S:
+            return
+        self._ended_without_report.pop(task.id, None)
+        self._job_ended_silently(task, attempt, job)
+
+    def _job_ended_silently(self, task: TaskRow, attempt: AttemptRow, job: JobStatus) -> None:
+        detail = f"{attempt.target} job {attempt.backend_job_id} ended {job.state.value}"
+        if job.exit_code is not None:
+            detail += f" (exit {job.exit_code})"
+        if job.reason:
+            detail += f": {job.reason}"
+        detail += " before the agent reported"
+        limit = int(_param(task, "max_retries") or self.settings.broker.max_retries)
+        if job.state in RETRYABLE and attempt.number <= limit:
+            self.store.update_attempt(attempt.id, end_time=utcnow(), finished=True)
+            self.store.transition(
+                task.id, State.QUEUED, f"{detail}; retrying (attempt {attempt.number + 1})"
+            )
+            return
+        if job.state == JobState.CANCELLED:
+            detail = f"the job was cancelled outside the broker: {detail}"
+        self._finish(task, attempt, State.SYSTEM_ERROR, detail)
+
+    def _finish(self, task: TaskRow, attempt: AttemptRow, state: State, reason: str) -> None:
+        self.store.update_attempt(attempt.id, end_time=utcnow(), finished=True)
+        self.store.transition(task.id, state, reason)
+
+    async def _advance_cancel(
+        self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None
+    ) -> None:
+        if attempt is None or attempt.finished:
+            await asyncio.to_thread(
+                self.store.transition, task.id, State.CANCELED, "nothing was running"
+            )
+            return
+        if attempt.backend_job_id is None:
+            return  # submission in flight; the next turn has the job id
+        if job is not None and job.state.finished:
+            await asyncio.to_thread(
+                self._finish,
+                task,
+                attempt,
+                State.CANCELED,
+                f"{attempt.target} job {attempt.backend_job_id} cancelled",
+            )
+            return
+        if attempt.backend_job_id not in self._cancel_sent:
+            try:
+                await self.backends[attempt.target].cancel([attempt.backend_job_id])
+                self._cancel_sent.add(attempt.backend_job_id)
+            except (SchedulerError, OSError) as err:
+                log.warning("cancel of %s failed, will retry: %s", attempt.backend_job_id, err)
+
+    def _fail(self, task_id: str, reason: str) -> None:
+        try:
+            self.store.transition(task_id, State.SYSTEM_ERROR, reason)
+        except InvalidTransition:
+            pass
+
+
+def _param(task: TaskRow, key: str) -> str | None:
+    params = (task.document.get("resources") or {}).get("backend_parameters") or {}
+    value = params.get(key)
+    return str(value) if value not in (None, "") else None
+
+
+def _public_document(task: TaskRow) -> dict[str, Any]:
+    doc = {k: v for k, v in task.document.items() if not k.startswith("_")}
+    doc["id"] = task.id
+    return doc
+
+
+def _final_reason(state: State, status: dict[str, Any]) -> str:
+    if state == State.COMPLETE:
+        return "all executors finished and outputs were uploaded"
+    if state == State.EXECUTOR_ERROR:
+        codes = [e.get("exit_code") for e in status.get("executors", [])]
+        return f"an executor exited non-zero (exit codes {codes})"
+    logs = status.get("system_logs") or []
+    return f"system error: {logs[-1] if logs else 'see system_logs'}"
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _info_dict(info: TargetInfo) -> dict[str, Any]:
+    return {
+        "healthy": info.healthy,
+        "microarchitecture": info.microarchitecture,
+        "cpus": info.cpus,
+        "memory_mb": info.memory_mb,
+        "partitions": list(info.partitions),
+        "pending_jobs": info.pending_jobs,
+        "queue_wait_s": info.queue_wait_s,
+        "detail": info.detail,
+    }

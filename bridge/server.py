@@ -1,0 +1,71 @@
+"""Assemble a running broker from settings: database, backends, broker, API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from bridge.api.app import create_app
+from bridge.broker import Broker
+from bridge.config import Settings
+from bridge.db import make_engine, upgrade
+from bridge.store import TaskStore
+from bridge.targets import make_backends
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: Settings, with_broker: bool = True) -> tuple[FastAPI, TaskStore, Broker | None]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    store = TaskStore(engine)
+    broker = Broker(settings, store, make_backends(settings.targets)) if with_broker else None
+    return create_app(settings, store, broker), store, broker
+
+
+def serve(settings: Settings) -> None:
+    app, _, _ = build(settings)
+    log.info("serving TES at http://%s:%d/ga4gh/tes/v1", settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_in_thread(settings: Settings, with_broker: bool = True) -> Iterator[str]:
+    """Run the whole server in a background thread; yield its base URL."""
+    app, _, _ = build(settings, with_broker)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start; see the log above")
+        time.sleep(0.02)
+    try:
+        yield f"http://{settings.host}:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,87 @@
+"""Shared fixtures: settings on a temporary data dir, databases, a live server.
+
+Databases: ``db_url`` runs a test once on SQLite and once on the PostgreSQL server
+started by ``scripts/services/postgres.sh`` (each test gets a fresh database).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bridge.config import Settings, TargetConfig
+from bridge.db import make_engine, upgrade
+from bridge.store import TaskStore
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = REPO / ".services"
+
+
+def service_env(name: str) -> dict[str, str]:
+    """KEY=VALUE lines written by scripts/services/<name>.sh, or {} if not started."""
+    path = SERVICES / name / "env"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def postgres_admin_url() -> str | None:
+    return os.environ.get("BRIDGE_TEST_POSTGRES_URL") or service_env("postgres").get(
+        "BRIDGE_TEST_POSTGRES_URL"
+    )
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    admin = postgres_admin_url()
+    if not admin:
+        pytest.skip(
+            "PostgreSQL is not running: scripts/services/postgres.sh writes "
+            ".services/postgres/env when it is"
+        )
+    name = f"bridge_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(
+        admin.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bridge.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        targets=[TargetConfig(name="local", kind="local", container_runtime="none")],
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[TaskStore]:
+    engine = make_engine(settings.effective_database_url)
+    upgrade(engine)
+    yield TaskStore(engine)
+    engine.dispose()
