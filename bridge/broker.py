@@ -21,6 +21,7 @@ carries on from the database and the work directories.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -100,10 +101,8 @@ class Broker:
                 await self.run_once()
             except Exception:  # one bad turn must not stop the broker
                 log.exception("broker turn failed; retrying")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def run_once(self) -> None:
@@ -341,10 +340,8 @@ class Broker:
                 log.warning("cancel of %s failed, will retry: %s", attempt.backend_job_id, err)
 
     def _fail(self, task_id: str, reason: str) -> None:
-        try:
+        with contextlib.suppress(InvalidTransition):
             self.store.transition(task_id, State.SYSTEM_ERROR, reason)
-        except InvalidTransition:
-            pass
 
 
 def _param(task: TaskRow, key: str) -> str | None:

@@ -108,7 +108,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    tags = dict((t.split("=", 1) + [""])[:2] for t in args.tag or [])
+    tags = dict([*t.split("=", 1), ""][:2] for t in args.tag or [])
     with _client(args) as client:
         page = client.list(
             view="BASIC",
