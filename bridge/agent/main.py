@@ -1,0 +1,66 @@
+"""``bridge-agent``: the command a backend runs on a compute node.
+
+::
+
+    bridge-agent run <work-url> [--attempt N] [--keep-scratch]
+
+``<work-url>`` is the task's work directory (a local path, ``file://`` URL or
+``s3://bucket/prefix/``; see ``docs/workdir.md``).  The agent's own log goes to stderr,
+which the backend keeps as ``attempts/<N>/agent.log``.  Exit status: 0 ``COMPLETE``,
+1 ``EXECUTOR_ERROR``, 2 ``SYSTEM_ERROR`` (also: the work directory is unreadable),
+143 ``CANCELED`` — the authoritative result is always ``status.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bridge.agent.attempt import EXIT_CODES, run_attempt
+from bridge.agent.cancel import CancelToken
+from bridge.agent.errors import WorkDirError
+from bridge.agent.workdir import open_workdir
+
+log = logging.getLogger("bridge.agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge-agent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the task in a work directory")
+    run.add_argument("work_url", help="work directory: path, file:// URL or s3://bucket/prefix/")
+    run.add_argument(
+        "--attempt", type=int, default=None, help="attempt number (default: task.json)"
+    )
+    run.add_argument(
+        "--keep-scratch", action="store_true", help="keep the attempt's scratch directory"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s bridge-agent %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    token = CancelToken()
+    token.install()
+    try:
+        wd = open_workdir(args.work_url)
+    except (WorkDirError, ValueError) as err:
+        log.error("%s", err)
+        return EXIT_CODES["SYSTEM_ERROR"]
+    result = run_attempt(wd, attempt=args.attempt, token=token, keep_scratch=args.keep_scratch)
+    log.info("attempt finished: %s", result.state)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
