@@ -111,8 +111,9 @@ class PathMap:
         directory, so the executor can create it; a wildcard output binds its literal
         directory; volumes bind as themselves.  A bind nested under another is dropped
         (the host tree mirrors the container tree, so the outer one already shows it).
-        A bind of ``/`` would hide the whole image, so a file output directly under
-        ``/`` binds the (pre-created) file itself and a wildcard at ``/`` binds nothing.
+        A bind of ``/`` would hide the whole image, so outputs directly under ``/``
+        (``/out.txt``, ``/*.txt``) are not bound: inside a container they stay in the
+        container and are then reported as not created.
         """
         wanted: set[str] = {i.path for i in task.inputs}
         for out in task.outputs:
@@ -121,12 +122,14 @@ class PathMap:
             elif out.directory:
                 wanted.add(out.path)
             else:
-                parent = posixpath.dirname(out.path)
-                wanted.add(out.path if parent == "/" else parent)
+                wanted.add(posixpath.dirname(out.path))
         wanted.update(task.volumes)
-        wanted.discard("/")
+        return self.collapse(wanted)
+
+    def collapse(self, container_paths: Iterable[str]) -> list[Bind]:
+        """Binds for ``container_paths`` without ``/`` and without nested duplicates."""
         kept: list[str] = []
-        for path in sorted(wanted):
+        for path in sorted(set(container_paths) - {"/"}):
             if not any(path == k or path.startswith(k + "/") for k in kept):
                 kept.append(path)
         return [Bind(str(self.host(p)), p) for p in kept]

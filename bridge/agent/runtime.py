@@ -21,6 +21,8 @@
     environment.  A bind destination must exist in the image; if one does not, ``-w``
     mounts the image writable so ``ch-run`` can create it (this changes the image
     directory: use images the attempt may modify, or pre-create the mount points).
+    ``ch-run`` binds a file only onto an existing file, so an input file whose path
+    the image lacks is exposed through its parent directory.
 ``auto``
     For each executor, the first of docker, podman, charliecloud that works here *and*
     has the executor's image (present locally, or pulled for docker/podman); otherwise
@@ -36,6 +38,7 @@ from __future__ import annotations
 import enum
 import getpass
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -135,6 +138,23 @@ def charliecloud_image(image: str, env: Mapping[str, str] | None = None) -> Path
     return path if path.is_dir() else None
 
 
+def charliecloud_binds(binds: Sequence[Bind], image_dir: Path, paths: PathMap) -> list[Bind]:
+    """Binds ``ch-run`` can make: it binds a file only onto a file the image has.
+
+    A file whose destination is missing from the image is exposed by binding its
+    parent directory instead (the host tree mirrors the container tree).
+    """
+    wanted: list[str] = []
+    for bind in binds:
+        target = image_dir / bind.container.lstrip("/")
+        if Path(bind.host).is_file() and not target.is_file():
+            parent = posixpath.dirname(bind.container)
+            wanted.append(bind.container if parent == "/" else parent)
+        else:
+            wanted.append(bind.container)
+    return paths.collapse(wanted)
+
+
 def container_name(task_id: str, attempt: int, index: int) -> str:
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", task_id)[:60]
     return f"bridge-{safe}-a{attempt}-e{index}-{os.getpid()}"
@@ -163,6 +183,7 @@ def plan_launch(
         if image_dir is None:
             raise RuntimeUnavailable(f"charliecloud: image {ex.image!r} is not a directory here")
         env.setdefault("USER", base_env.get("USER") or getpass.getuser())
+        binds = charliecloud_binds(binds, image_dir, paths)
         missing = [b.container for b in binds if not (image_dir / b.container.lstrip("/")).exists()]
         argv = charliecloud_argv(
             str(image_dir), ex.command, binds=binds, workdir=ex.workdir, writable=bool(missing)
