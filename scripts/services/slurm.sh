@@ -150,7 +150,9 @@ for _ in $(seq 100); do
         exit 0
     fi
     # A node left DOWN/DRAIN by an earlier run comes back here.
-    scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
+    case "$(sinfo --noheader --nodes=localhost --format=%T 2>/dev/null || true)" in
+        down* | drain*) scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true ;;
+    esac
     sleep 0.2
 done
 log "the cluster did not become ready; see $SVC/log/"

@@ -1,0 +1,295 @@
+"""Slurm backend: ``sbatch`` / ``squeue`` / ``sacct`` / ``scancel`` through a runner.
+
+The backend renders one batch script from ``slurm_job.sh.tmpl`` and pipes it to
+``sbatch --parsable``; the runner decides where the commands run (this machine or a
+login node over SSH), the backend never knows.
+
+* **Arrays.**  ``submit_array`` groups specs by resources and submits each group as
+  ``--array=0-N`` jobs of at most MaxArraySize elements.  The script holds a ``case``
+  on ``SLURM_ARRAY_TASK_ID`` with each element's own argv, directory, environment and
+  output files, so nothing has to be uploaded beforehand.  Element ids are ``J_i``.
+* **Status** costs one ``squeue`` for all jobs (by array id, so a 1,000-element
+  array is one argument), plus one accounting call for jobs that left the queue or
+  failed (for their exit code): ``sacct`` with slurmdbd, else ``sacct --completion``
+  (the jobcomp file, keyed by raw job ids that squeue showed us), else
+  ``scontrol show job``.  A job nobody knows any more is ``LOST``.  With a matching
+  pyslurm the ``squeue`` call is an in-process RPC instead (:mod:`.pyslurm_path`).
+* **Errors.**  A controller that does not answer is ``BackendUnavailable`` (retry);
+  a refused job is ``SubmitError`` with Slurm's words (a bad partition is named).
+* **Probe.**  ``sinfo`` and ``squeue`` for capacity and queue; the node's CPU
+  microarchitecture from a short ``srun`` job reading ``/proc/cpuinfo``, cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from schedulers import pyslurm_path
+from schedulers.base import JobSpec, JobState, JobStatus, Resources, TargetInfo
+from schedulers.errors import BackendUnavailable, CommandFailed, SubmitError
+from schedulers.slurm_parse import (
+    SlurmJob,
+    map_state,
+    microarchitecture_from_cpuinfo,
+    parse_config,
+    parse_pending,
+    parse_sacct,
+    parse_sbatch_id,
+    parse_scontrol_jobs,
+    parse_sinfo_nodes,
+    parse_squeue,
+)
+from schedulers.slurm_script import render_script
+from schedulers.transport import CommandResult, CommandRunner, LocalRunner
+
+log = logging.getLogger(__name__)
+
+_UNREACHABLE = (
+    "unable to contact slurm controller",
+    "connection refused",
+    "timed out",
+    "zero bytes",
+)
+_IGNORED_CANCEL = ("invalid job id", "already completing or completed", "job has already finished")
+
+
+class SlurmBackend:
+    """A Slurm cluster reached through ``runner`` (a :class:`LocalRunner` or SSH).
+
+    ``max_array_size`` caps arrays below the cluster's MaxArraySize; ``use_pyslurm``
+    is ``None`` (use it when it matches), ``False`` (never) or ``True`` (required).
+    """
+
+    def __init__(
+        self,
+        runner: CommandRunner,
+        *,
+        name: str = "slurm",
+        max_array_size: int | None = None,
+        use_pyslurm: bool | None = None,
+        command_timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.runner = runner
+        self._max_array = max_array_size
+        self._want_pyslurm = use_pyslurm
+        self._timeout = command_timeout
+        self._config: dict[str, str] | None = None
+        self._path: pyslurm_path.PathChoice | None = None
+        self._lock = asyncio.Lock()
+        self._raw_ids: dict[str, str] = {}  # "1234_5" -> "1240", learnt from squeue
+        self._cancelled: set[str] = set()
+        self._microarch: str | None = None
+
+    async def _run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
+        try:
+            result = await self.runner.run(argv, stdin=stdin, timeout=self._timeout, check=False)
+        except TimeoutError as err:
+            raise BackendUnavailable(f"{argv[0]} did not answer in {self._timeout:.0f} s") from err
+        if result.returncode and any(m in result.stderr.lower() for m in _UNREACHABLE):
+            raise BackendUnavailable(f"{argv[0]}: {result.stderr.strip()}")
+        return result
+
+    async def config(self) -> dict[str, str]:
+        """``scontrol show config`` (cached) and the chosen status path."""
+        async with self._lock:
+            if self._config is None:
+                result = await self._run(["scontrol", "show", "config"])
+                if result.returncode:
+                    raise CommandFailed(
+                        ["scontrol"], result.returncode, result.stdout, result.stderr
+                    )
+                config = parse_config(result.stdout)
+                self._path = pyslurm_path.choose_path(
+                    pyslurm_version=pyslurm_path.installed_pyslurm_version(),
+                    slurm_version=config.get("SLURM_VERSION", "0.0"),
+                    runner_is_local=isinstance(self.runner, LocalRunner),
+                    cluster_conf=config.get("SLURM_CONF"),
+                    process_conf=os.environ.get("SLURM_CONF"),
+                )
+                if self._want_pyslurm is False:
+                    self._path = pyslurm_path.PathChoice(
+                        False, "CLI: pyslurm disabled by configuration"
+                    )
+                elif self._want_pyslurm and not self._path.use_pyslurm:
+                    raise BackendUnavailable(f"pyslurm was required: {self._path.description}")
+                log.info(
+                    "slurm target %s: job states through %s", self.name, self._path.description
+                )
+                self._config = config
+            return self._config
+
+    @property
+    def status_path(self) -> str:
+        """How job states are read: ``pyslurm ...`` or ``CLI: <why not pyslurm>``."""
+        return self._path.description if self._path else "not decided yet"
+
+    async def submit(self, spec: JobSpec) -> str:
+        return await self._sbatch(render_script([spec], spec.resources, array=False), spec)
+
+    async def _sbatch(self, script: str, spec: JobSpec) -> str:
+        result = await self._run(["sbatch", "--parsable"], stdin=script)
+        if result.returncode:
+            message = (result.stderr or result.stdout).strip().replace("\n", "; ")
+            if "partition" in message.lower() and spec.resources.partition:
+                raise SubmitError(f"partition {spec.resources.partition!r} refused: {message}")
+            raise SubmitError(f"sbatch refused job {spec.name!r}: {message}")
+        return parse_sbatch_id(result.stdout)
+
+    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str]:
+        config = await self.config()
+        limit = int(config.get("MaxArraySize", "1001") or 1001)
+        limit = min(limit, self._max_array or limit)
+        groups: dict[Resources, list[int]] = {}
+        for i, spec in enumerate(specs):
+            groups.setdefault(spec.resources, []).append(i)
+        ids: list[str] = [""] * len(specs)
+        for resources, members in groups.items():
+            for start in range(0, len(members), limit):
+                chunk = members[start : start + limit]
+                if len(chunk) == 1:
+                    ids[chunk[0]] = await self.submit(specs[chunk[0]])
+                    continue
+                chunk_specs = [specs[i] for i in chunk]
+                script = render_script(chunk_specs, resources, array=True)
+                job_id = await self._sbatch(script, chunk_specs[0])
+                for element, i in enumerate(chunk):
+                    ids[i] = f"{job_id}_{element}"
+        return ids
+
+    async def status(self, job_ids: Sequence[str]) -> Mapping[str, JobStatus]:
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        config = await self.config()
+        queue = await self._queue(wanted)
+        for job in queue.values():
+            if job.raw_id and map_state(job.native_state) is not JobState.PENDING:
+                self._raw_ids[job.job_id] = job.raw_id
+        need = [j for j in wanted if j not in queue or _needs_exit_code(queue[j])]
+        acct = await self._accounting(need, config) if need else {}
+        out: dict[str, JobStatus] = {}
+        for job_id in wanted:
+            queued, done = queue.get(job_id), acct.get(job_id)
+            if queued and done:  # squeue's state and reason, accounting's exit code
+                done = replace(queued, exit_code=done.exit_code, signal=done.signal)
+            seen = done or queued
+            out[job_id] = self._explain(job_id, seen.to_status() if seen else None)
+        return out
+
+    def _explain(self, job_id: str, status: JobStatus | None) -> JobStatus:
+        """Explain a cancellation (by whom) or a job Slurm no longer knows."""
+        ours = bool(self._cancelled & {job_id, job_id.split("_")[0]})
+        if status is None and ours:  # a pending array element cancelled leaves no record
+            return JobStatus(JobState.CANCELLED, reason="cancelled by the broker before it started")
+        if status is None:
+            return JobStatus(JobState.LOST, reason=f"Slurm has no record of job {job_id} any more")
+        if status.state is not JobState.CANCELLED or ours:
+            return status
+        reason = f"cancelled outside the broker (scancel or an administrator): {status.reason}"
+        return replace(status, reason=reason)
+
+    async def _queue(self, job_ids: Sequence[str]) -> dict[str, SlurmJob]:
+        if self._path and self._path.use_pyslurm:
+            return await pyslurm_path.load_jobs()
+        arrays = ",".join(dict.fromkeys(j.split("_")[0] for j in job_ids))
+        fmt = "%i|%A|%T|%r"
+        result = await self._run(
+            ["squeue", "--array", "--states=all", "-h", "-j", arrays, "-o", fmt]
+        )
+        if result.returncode and "invalid job id" not in result.stderr.lower():
+            raise BackendUnavailable(f"squeue failed: {result.stderr.strip()}")
+        return parse_squeue(result.stdout) if result.returncode == 0 else {}
+
+    async def _accounting(
+        self, job_ids: list[str], config: Mapping[str, str]
+    ) -> dict[str, SlurmJob]:
+        if "slurmdbd" in config.get("AccountingStorageType", ""):
+            cols = "JobID,State,ExitCode,Reason"
+            result = await self._run(
+                ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", cols]
+            )
+            return parse_sacct(result.stdout) if result.returncode == 0 else {}
+        if "filetxt" in config.get("JobCompType", ""):
+            raw = {
+                self._raw_ids.get(j, j): j for j in job_ids if "_" not in j or j in self._raw_ids
+            }
+            if raw:
+                argv = [
+                    "sacct",
+                    "--completion",
+                    "-n",
+                    "-P",
+                    "-j",
+                    ",".join(raw),
+                    "-o",
+                    "JobID,State,ExitCode",
+                ]
+                result = await self._run(argv)
+                found = parse_sacct(result.stdout) if result.returncode == 0 else {}
+                return {raw[r]: replace(j, job_id=raw[r]) for r, j in found.items() if r in raw}
+            return {}
+        result = await self._run(["scontrol", "-o", "show", "job"])
+        return parse_scontrol_jobs(result.stdout) if result.returncode == 0 else {}
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        self._cancelled.update(job_ids)
+        result = await self._run(["scancel", *job_ids])
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        serious = [ln for ln in lines if not any(m in ln.lower() for m in _IGNORED_CANCEL)]
+        if result.returncode and serious:
+            raise CommandFailed(
+                ["scancel", *job_ids], result.returncode, result.stdout, result.stderr
+            )
+
+    async def probe(self) -> TargetInfo:
+        await self.config()
+        nodes, pending = await asyncio.gather(
+            self._run(["sinfo", "-h", "-N", "-o", "%N|%P|%c|%m|%f|%t"]),
+            self._run(["squeue", "--array", "-t", "PD", "-h", "-o", "%i|%S"]),
+        )
+        shape = parse_sinfo_nodes(nodes.stdout)
+        count, wait = parse_pending(pending.stdout, datetime.now())
+        detail = [f"job states through {self.status_path}"]
+        if self._microarch is None:
+            try:
+                self._microarch = await self._probe_microarchitecture()
+            except (SubmitError, BackendUnavailable, ValueError) as err:
+                detail.append(f"microarchitecture probe failed: {err}")
+        return TargetInfo(
+            name=self.name,
+            kind="slurm",
+            healthy=shape.usable_nodes > 0,
+            microarchitecture=self._microarch,
+            cpus=shape.cpus,
+            memory_mb=shape.memory_mb,
+            partitions=shape.partitions,
+            pending_jobs=count,
+            queue_wait_s=wait,
+            detail="; ".join(detail),
+        )
+
+    async def _probe_microarchitecture(self) -> str:
+        """Run ``uname -m`` and ``/proc/cpuinfo`` on a compute node (a short job)."""
+        argv = ["srun", "--job-name=bridge-probe", "--ntasks=1", "--time=1", "--immediate=60"]
+        argv += ["--quiet", "--", "sh", "-c", "uname -m; cat /proc/cpuinfo"]
+        result = await self._run(argv)
+        if result.returncode:
+            raise SubmitError(f"probe job failed: {result.stderr.strip()}")
+        machine, _, cpuinfo = result.stdout.partition("\n")
+        return microarchitecture_from_cpuinfo(cpuinfo, machine.strip())
+
+    async def close(self) -> None:
+        await self.runner.close()
+
+
+def _needs_exit_code(job: SlurmJob) -> bool:
+    state = map_state(job.native_state)
+    return state.finished and state is not JobState.COMPLETED
