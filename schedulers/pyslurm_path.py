@@ -22,6 +22,7 @@ import asyncio
 import importlib
 import importlib.metadata
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,8 @@ def choose_path(
     process_conf: str | None = None,
 ) -> PathChoice:
     """Decide between pyslurm and the CLI (pure; the caller gathers the facts)."""
-    slurm = ".".join(map(str, parse_version(slurm_version)))
+    match = re.search(r"\d+\.\d+(?:\.\d+)?", slurm_version)
+    slurm = match.group(0) if match else slurm_version
     if pyslurm_version is None:
         return PathChoice(False, f"CLI: pyslurm is not installed (cluster runs Slurm {slurm})")
     if not runner_is_local:
