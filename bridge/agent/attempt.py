@@ -54,6 +54,7 @@ EXIT_CODES = {"COMPLETE": 0, "EXECUTOR_ERROR": 1, "SYSTEM_ERROR": 2, "CANCELED":
 class AttemptResult:
     state: str
     exit_code: int
+    attempt: int
 
 
 def _agent_version() -> str:
@@ -269,14 +270,14 @@ def run_attempt(
         doc = read_task(wd)
     except FileNotFoundError as err:
         log.error("%s", err)
-        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"])
+        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"], attempt or 1)
     except (TaskFileError, OSError) as err:
         log.error("%s", err)
         if isinstance(err, TaskFileError):
             reporter = _new_reporter(wd, attempt or 1, "unknown", None)
             reporter.log(str(err))
             reporter.publish("SYSTEM_ERROR")
-        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"])
+        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"], attempt or 1)
 
     raw_task: dict[str, Any] = doc["task"]
     runtime: RuntimeSettings | None = None
@@ -288,7 +289,7 @@ def run_attempt(
         reporter = _new_reporter(wd, number, str(raw_task.get("id") or "unknown"), runtime)
         reporter.log(str(err))
         reporter.publish("SYSTEM_ERROR")
-        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"])
+        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"], number)
 
     number = attempt or runtime.attempt
     reporter = _new_reporter(wd, number, task.id, runtime)
@@ -318,4 +319,4 @@ def run_attempt(
     finally:
         if reporter.poster is not None:
             reporter.poster.close()
-    return AttemptResult(state, EXIT_CODES[state])
+    return AttemptResult(state, EXIT_CODES[state], number)

@@ -6,7 +6,9 @@
 
 ``<work-url>`` is the task's work directory (a local path, ``file://`` URL or
 ``s3://bucket/prefix/``; see ``docs/workdir.md``).  The agent's own log goes to stderr,
-which the backend keeps as ``attempts/<N>/agent.log``.  Exit status: 0 ``COMPLETE``,
+which the backend keeps as ``attempts/<N>/agent.log``; with a remote (S3) work
+directory, where a batch system cannot put that file, the agent also uploads its log
+there itself when it ends (the last :data:`REMOTE_LOG_LINES` lines).  Exit status: 0 ``COMPLETE``,
 1 ``EXECUTOR_ERROR``, 2 ``SYSTEM_ERROR`` (also: the work directory is unreadable),
 143 ``CANCELED`` — the authoritative result is always ``status.json``.
 """
@@ -14,6 +16,7 @@ which the backend keeps as ``attempts/<N>/agent.log``.  Exit status: 0 ``COMPLET
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 from collections.abc import Sequence
@@ -21,9 +24,30 @@ from collections.abc import Sequence
 from bridge.agent.attempt import EXIT_CODES, run_attempt
 from bridge.agent.cancel import CancelToken
 from bridge.agent.errors import WorkDirError
-from bridge.agent.workdir import open_workdir
+from bridge.agent.workdir import WorkDir, agent_log_name, open_workdir
 
 log = logging.getLogger("bridge.agent")
+LOG_FORMAT = "%(asctime)s bridge-agent %(levelname)s %(message)s"
+REMOTE_LOG_LINES = 10_000
+
+
+class _RingHandler(logging.Handler):
+    """Keeps the last formatted log lines in memory."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _upload_log(wd: WorkDir, attempt: int, ring: _RingHandler) -> None:
+    try:
+        wd.write_bytes(agent_log_name(attempt), ("\n".join(ring.lines) + "\n").encode())
+    except OSError as err:
+        log.warning("could not upload the agent log: %s", err)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s bridge-agent %(levelname)s %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore"):
@@ -57,8 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (WorkDirError, ValueError) as err:
         log.error("%s", err)
         return EXIT_CODES["SYSTEM_ERROR"]
+    ring: _RingHandler | None = None
+    if wd.local_path(agent_log_name(1)) is None:
+        ring = _RingHandler(REMOTE_LOG_LINES)
+        logging.getLogger().addHandler(ring)
     result = run_attempt(wd, attempt=args.attempt, token=token, keep_scratch=args.keep_scratch)
-    log.info("attempt finished: %s", result.state)
+    log.info("attempt %d finished: %s", result.attempt, result.state)
+    if ring is not None:
+        _upload_log(wd, result.attempt, ring)
     return result.exit_code
 
 

@@ -99,6 +99,8 @@ def test_task_with_s3_workdir_inputs_and_outputs(s3_env: S3Service, tmp_path: Pa
     # the executor's whole output went to the S3 work directory too
     assert read_executor_log(wd, 1, 0, "stdout") == b"listed\n"
     assert read_executor_log(wd, 1, 0, "stderr") == b""
+    agent_log = wd.read_bytes("attempts/1/agent.log").decode()  # no backend can put it there
+    assert "attempt 1 finished: COMPLETE" in agent_log
     assert s3_env.env["AWS_SECRET_ACCESS_KEY"] not in repr(status) + done.stderr
 
 
