@@ -319,4 +319,7 @@ def run_attempt(
     finally:
         if reporter.poster is not None:
             reporter.poster.close()
+    if not reporter.last_write_ok:
+        log.error("the final status (%s) could not be written to %s", state, wd.url)
+        return AttemptResult(state, EXIT_CODES["SYSTEM_ERROR"], number)
     return AttemptResult(state, EXIT_CODES[state], number)

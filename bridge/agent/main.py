@@ -9,7 +9,8 @@
 which the backend keeps as ``attempts/<N>/agent.log``; with a remote (S3) work
 directory, where a batch system cannot put that file, the agent also uploads its log
 there itself when it ends (the last :data:`REMOTE_LOG_LINES` lines).  Exit status: 0 ``COMPLETE``,
-1 ``EXECUTOR_ERROR``, 2 ``SYSTEM_ERROR`` (also: the work directory is unreadable),
+1 ``EXECUTOR_ERROR``, 2 ``SYSTEM_ERROR`` (also: the work directory is unreadable, or
+the final ``status.json`` could not be written),
 143 ``CANCELED`` — the authoritative result is always ``status.json``.
 """
 

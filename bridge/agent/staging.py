@@ -21,6 +21,11 @@ output uploads every file under the path to ``url/<relative path>``; a wildcard 
 (POSIX glob, ``*``/``?``/``[...]``; a leading ``.`` must be matched explicitly) uploads
 each match to ``url/<match with path_prefix removed>`` (a matched directory uploads
 recursively).  Output file logs list every uploaded file with its size.
+
+Outputs are read on the host, but a container wrote them: a symbolic link
+``/out/x -> /root/.aws/credentials`` made inside a container would name a *host* file
+once followed here.  So an output file whose real path is outside the attempt's root
+is refused (and logged) instead of uploaded.
 """
 
 from __future__ import annotations
@@ -225,6 +230,13 @@ def _walk_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def _check_inside(host: Path, paths: PathMap) -> None:
+    """Refuse an output that resolves outside the attempt's root (a symlink escape)."""
+    real = host.resolve()
+    if not real.is_relative_to(paths.root.resolve()):
+        raise StagingError(f"{paths.container(host)} links outside the task's files; not uploaded")
+
+
 def _planned_uploads(out: Output, paths: PathMap) -> list[tuple[Path, str, str]]:
     """(host file, container path, url) for every file one output uploads."""
     plan: list[tuple[Path, str, str]] = []
@@ -252,7 +264,7 @@ def _planned_uploads(out: Output, paths: PathMap) -> list[tuple[Path, str, str]]
     elif host.is_file():
         plan.append((host, out.path, out.url))
     else:
-        raise StagingError(f"output {out.path} was not created")
+        raise StagingError("not created by the executors")
     return plan
 
 
@@ -268,13 +280,17 @@ def upload_outputs(
     errors: list[str] = []
     for out in outputs:
         try:
-            for host, cpath, url in _planned_uploads(out, paths):
-                size = host.stat().st_size
-                try:
-                    stager.store(host, url)
-                except StagingError as err:
-                    raise StagingError(f"{cpath} → {redact_url(url)}: {err}") from err
-                logs.append(OutputLog(url=url, path=cpath, size_bytes=size))
+            plan = _planned_uploads(out, paths)
         except (StagingError, OSError) as err:
             errors.append(f"output {out.path}: {err}")
+            continue
+        for host, cpath, url in plan:
+            try:
+                _check_inside(host, paths)
+                size = host.stat().st_size
+                stager.store(host, url)
+            except (StagingError, OSError) as err:
+                errors.append(f"output {cpath} → {redact_url(url)}: {err}")
+                continue
+            logs.append(OutputLog(url=url, path=cpath, size_bytes=size))
     return logs, errors

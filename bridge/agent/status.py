@@ -88,6 +88,7 @@ class StatusReporter:
     ) -> None:
         self.wd = wd
         self.secrets = list(secrets)
+        self.last_write_ok = True
         self.attempt = attempt
         self.poster = poster
         self.doc: dict[str, Any] = {
@@ -115,20 +116,25 @@ class StatusReporter:
     def set_metadata(self, **values: str) -> None:
         self.doc["metadata"].update(values)
 
-    def publish(self, state: str | None = None) -> None:
-        """Set ``state`` (if given), then write and post the document."""
+    def publish(self, state: str | None = None) -> bool:
+        """Set ``state`` (if given), then write and post the document.
+
+        Returns whether the write succeeded; a failure is logged, never raised, so the
+        attempt can still stop cleanly (the agent's exit status then says 2).
+        """
         if state is not None:
             self.doc["state"] = state
             if state in FINAL_STATES:
                 self.doc["end_time"] = now()
         try:
             write_status(self.wd, self.attempt, self.doc)
+            self.last_write_ok = True
         except OSError as err:
             log.error("cannot write status to %s: %s", self.wd.url, err)
-            if self.doc["state"] in FINAL_STATES:
-                raise
+            self.last_write_ok = False
         if self.poster is not None:
             self.poster.post(self.doc)
+        return self.last_write_ok
 
 
 def api_token() -> str | None:

@@ -45,6 +45,22 @@ class HttpServer:
 class _Handler(SimpleHTTPRequestHandler):
     posts: list[tuple[str, dict[str, str], Any]]
 
+    def do_GET(self) -> None:
+        if not self.path.startswith("/slow"):
+            super().do_GET()
+            return
+        # a download that never finishes: 1 KiB every 0.1 s of a 1 GiB body
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 30))
+        self.end_headers()
+        for _ in range(300):
+            try:
+                self.wfile.write(b"x" * 1024)
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.1)
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)

@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ def test_missing_output_after_success_is_a_system_error(tmp_path: Path) -> None:
     status = status_of(str(wd))
     assert status["state"] == "SYSTEM_ERROR"
     assert [o["path"] for o in status["outputs"]] == ["/data/made.txt"]
-    assert "output /data/never.txt: output /data/never.txt was not created" in status["system_logs"]
+    assert "output /data/never.txt: not created by the executors" in status["system_logs"]
     assert (tmp_path / "made.txt").read_text() == "ok\n"
 
 
@@ -237,6 +238,48 @@ def test_sigterm_cancels_the_running_executor(tmp_path: Path) -> None:
     assert any("SIGTERM" in line for line in status["system_logs"])
     stat = Path(f"/proc/{executor_pid}/stat")
     assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
+
+
+def test_sigterm_during_staging_cancels_at_once(tmp_path: Path, http_server: HttpServer) -> None:
+    task = {
+        "inputs": [{"path": "/data/big", "url": f"{http_server.url}/slow"}],
+        "executors": [sh("true")],
+    }
+    wd = make_workdir(tmp_path / "wd", task)
+    agent = subprocess.Popen(
+        [AGENT, "run", str(wd)], env=agent_env(tmp_path), stderr=subprocess.PIPE
+    )
+    try:
+        scratch = tmp_path / "scratch"
+        wait_for(lambda: list(scratch.glob("*/root/data/.big.*.part")), what="a partial download")
+        started = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=10) == 143
+        assert time.monotonic() - started < 3
+    finally:
+        agent.kill()
+        agent.communicate()
+    status = status_of(str(wd))
+    assert status["state"] == "CANCELED" and status["executors"] == []
+    assert not list((tmp_path / "scratch").iterdir())  # scratch removed, no partial file left
+
+
+def test_output_symlinks_leaving_the_task_are_not_uploaded(tmp_path: Path) -> None:
+    secret_file = tmp_path / "host-secret"
+    secret_file.write_text("host only\n")
+    script = f"echo fine > /out/dir/ok.txt && ln -s {secret_file} /out/dir/leak.txt"
+    task = {
+        "executors": [sh(script)],
+        "outputs": [{"path": "/out/dir", "url": str(tmp_path / "up"), "type": "DIRECTORY"}],
+    }
+    wd = make_workdir(tmp_path / "wd", task)
+    run_agent(str(wd), env=agent_env(tmp_path))
+    status = status_of(str(wd))
+    assert status["state"] == "SYSTEM_ERROR"
+    assert [o["path"] for o in status["outputs"]] == ["/out/dir/ok.txt"]
+    assert (tmp_path / "up" / "ok.txt").read_text() == "fine\n"
+    assert not (tmp_path / "up" / "leak.txt").exists()
+    assert any("links outside the task's files" in line for line in status["system_logs"])
 
 
 def test_secrets_stay_out_of_status_and_agent_log(tmp_path: Path, http_server: HttpServer) -> None:
