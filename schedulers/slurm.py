@@ -55,14 +55,17 @@ _UNREACHABLE = (
     "timed out",
     "zero bytes",
 )
+_COMPLETION = ["sacct", "--completion", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"]
 _IGNORED_CANCEL = ("invalid job id", "already completing or completed", "job has already finished")
 
 
 class SlurmBackend:
     """A Slurm cluster reached through ``runner`` (a :class:`LocalRunner` or SSH).
 
-    ``max_array_size`` caps arrays below the cluster's MaxArraySize; ``use_pyslurm``
-    is ``None`` (use it when it matches), ``False`` (never) or ``True`` (required).
+    ``partition``, ``account`` and ``qos`` are this target's defaults for jobs that
+    do not name their own.  ``max_array_size`` caps arrays below the cluster's
+    MaxArraySize; ``use_pyslurm`` is ``None`` (use it when it matches), ``False``
+    (never) or ``True`` (required).  :meth:`close` closes the runner too.
     """
 
     def __init__(
@@ -70,12 +73,16 @@ class SlurmBackend:
         runner: CommandRunner,
         *,
         name: str = "slurm",
+        partition: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
         max_array_size: int | None = None,
         use_pyslurm: bool | None = None,
         command_timeout: float = 60.0,
     ) -> None:
         self.name = name
         self.runner = runner
+        self.partition, self.account, self.qos = partition, account, qos
         self._max_array = max_array_size
         self._want_pyslurm = use_pyslurm
         self._timeout = command_timeout
@@ -101,28 +108,36 @@ class SlurmBackend:
             if self._config is None:
                 result = await self._run(["scontrol", "show", "config"])
                 if result.returncode:
-                    raise CommandFailed(
-                        ["scontrol"], result.returncode, result.stdout, result.stderr
-                    )
+                    raise BackendUnavailable(f"scontrol show config: {result.stderr.strip()}")
                 config = parse_config(result.stdout)
-                self._path = pyslurm_path.choose_path(
-                    pyslurm_version=pyslurm_path.installed_pyslurm_version(),
-                    slurm_version=config.get("SLURM_VERSION", "0.0"),
-                    runner_is_local=isinstance(self.runner, LocalRunner),
-                    cluster_conf=config.get("SLURM_CONF"),
-                    process_conf=os.environ.get("SLURM_CONF"),
-                )
-                if self._want_pyslurm is False:
-                    self._path = pyslurm_path.PathChoice(
-                        False, "CLI: pyslurm disabled by configuration"
-                    )
-                elif self._want_pyslurm and not self._path.use_pyslurm:
-                    raise BackendUnavailable(f"pyslurm was required: {self._path.description}")
-                log.info(
-                    "slurm target %s: job states through %s", self.name, self._path.description
-                )
+                self._path = self._choose_path(config)
+                log.info("slurm target %s: job states through %s", self.name, self.status_path)
                 self._config = config
             return self._config
+
+    def _choose_path(self, config: Mapping[str, str]) -> pyslurm_path.PathChoice:
+        if self._want_pyslurm is False:
+            return pyslurm_path.PathChoice(False, "CLI: pyslurm disabled by configuration")
+        choice = pyslurm_path.choose_path(
+            pyslurm_version=pyslurm_path.installed_pyslurm_version(),
+            slurm_version=config.get("SLURM_VERSION", "0.0"),
+            runner_is_local=isinstance(self.runner, LocalRunner),
+            cluster_conf=config.get("SLURM_CONF"),
+            process_conf=os.environ.get("SLURM_CONF"),
+        )
+        if self._want_pyslurm and not choice.use_pyslurm:
+            raise BackendUnavailable(f"pyslurm was required: {choice.description}")
+        return choice
+
+    def _resources(self, spec: JobSpec) -> Resources:
+        """The spec's resources with this target's defaults filled in."""
+        res = spec.resources
+        return replace(
+            res,
+            partition=res.partition or self.partition,
+            account=res.account or self.account,
+            qos=res.qos or self.qos,
+        )
 
     @property
     def status_path(self) -> str:
@@ -130,14 +145,15 @@ class SlurmBackend:
         return self._path.description if self._path else "not decided yet"
 
     async def submit(self, spec: JobSpec) -> str:
-        return await self._sbatch(render_script([spec], spec.resources, array=False), spec)
+        resources = self._resources(spec)
+        return await self._sbatch(render_script([spec], resources, array=False), spec, resources)
 
-    async def _sbatch(self, script: str, spec: JobSpec) -> str:
+    async def _sbatch(self, script: str, spec: JobSpec, resources: Resources) -> str:
         result = await self._run(["sbatch", "--parsable"], stdin=script)
         if result.returncode:
             message = (result.stderr or result.stdout).strip().replace("\n", "; ")
-            if "partition" in message.lower() and spec.resources.partition:
-                raise SubmitError(f"partition {spec.resources.partition!r} refused: {message}")
+            if "partition" in message.lower() and resources.partition:
+                raise SubmitError(f"partition {resources.partition!r} refused: {message}")
             raise SubmitError(f"sbatch refused job {spec.name!r}: {message}")
         return parse_sbatch_id(result.stdout)
 
@@ -147,7 +163,7 @@ class SlurmBackend:
         limit = min(limit, self._max_array or limit)
         groups: dict[Resources, list[int]] = {}
         for i, spec in enumerate(specs):
-            groups.setdefault(spec.resources, []).append(i)
+            groups.setdefault(self._resources(spec), []).append(i)
         ids: list[str] = [""] * len(specs)
         for resources, members in groups.items():
             for start in range(0, len(members), limit):
@@ -157,7 +173,7 @@ class SlurmBackend:
                     continue
                 chunk_specs = [specs[i] for i in chunk]
                 script = render_script(chunk_specs, resources, array=True)
-                job_id = await self._sbatch(script, chunk_specs[0])
+                job_id = await self._sbatch(script, chunk_specs[0], resources)
                 for element, i in enumerate(chunk):
                     ids[i] = f"{job_id}_{element}"
         return ids
@@ -198,10 +214,8 @@ class SlurmBackend:
         if self._path and self._path.use_pyslurm:
             return await pyslurm_path.load_jobs()
         arrays = ",".join(dict.fromkeys(j.split("_")[0] for j in job_ids))
-        fmt = "%i|%A|%T|%r"
-        result = await self._run(
-            ["squeue", "--array", "--states=all", "-h", "-j", arrays, "-o", fmt]
-        )
+        argv = ["squeue", "--array", "--states=all", "-h", "-o", "%i|%A|%T|%r", "-j", arrays]
+        result = await self._run(argv)
         if result.returncode and "invalid job id" not in result.stderr.lower():
             raise BackendUnavailable(f"squeue failed: {result.stderr.strip()}")
         return parse_squeue(result.stdout) if result.returncode == 0 else {}
@@ -210,30 +224,18 @@ class SlurmBackend:
         self, job_ids: list[str], config: Mapping[str, str]
     ) -> dict[str, SlurmJob]:
         if "slurmdbd" in config.get("AccountingStorageType", ""):
-            cols = "JobID,State,ExitCode,Reason"
-            result = await self._run(
-                ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", cols]
-            )
+            cols = ["-o", "JobID,State,ExitCode,Reason"]
+            result = await self._run(["sacct", "-X", "-n", "-P", *cols, "-j", ",".join(job_ids)])
             return parse_sacct(result.stdout) if result.returncode == 0 else {}
         if "filetxt" in config.get("JobCompType", ""):
             raw = {
                 self._raw_ids.get(j, j): j for j in job_ids if "_" not in j or j in self._raw_ids
             }
-            if raw:
-                argv = [
-                    "sacct",
-                    "--completion",
-                    "-n",
-                    "-P",
-                    "-j",
-                    ",".join(raw),
-                    "-o",
-                    "JobID,State,ExitCode",
-                ]
-                result = await self._run(argv)
-                found = parse_sacct(result.stdout) if result.returncode == 0 else {}
-                return {raw[r]: replace(j, job_id=raw[r]) for r, j in found.items() if r in raw}
-            return {}
+            if not raw:
+                return {}
+            result = await self._run([*_COMPLETION, ",".join(raw)])
+            found = parse_sacct(result.stdout) if result.returncode == 0 else {}
+            return {raw[r]: replace(j, job_id=raw[r]) for r, j in found.items() if r in raw}
         result = await self._run(["scontrol", "-o", "show", "job"])
         return parse_scontrol_jobs(result.stdout) if result.returncode == 0 else {}
 
@@ -245,15 +247,14 @@ class SlurmBackend:
         lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
         serious = [ln for ln in lines if not any(m in ln.lower() for m in _IGNORED_CANCEL)]
         if result.returncode and serious:
-            raise CommandFailed(
-                ["scancel", *job_ids], result.returncode, result.stdout, result.stderr
-            )
+            raise CommandFailed(["scancel"], result.returncode, result.stdout, result.stderr)
 
     async def probe(self) -> TargetInfo:
         await self.config()
+        where = ["-p", self.partition] if self.partition else []
         nodes, pending = await asyncio.gather(
-            self._run(["sinfo", "-h", "-N", "-o", "%N|%P|%c|%m|%f|%t"]),
-            self._run(["squeue", "--array", "-t", "PD", "-h", "-o", "%i|%S"]),
+            self._run(["sinfo", "-h", "-N", "-o", "%N|%P|%c|%m|%f|%t", *where]),
+            self._run(["squeue", "--array", "-t", "PD", "-h", "-o", "%i|%S", *where]),
         )
         shape = parse_sinfo_nodes(nodes.stdout)
         count, wait = parse_pending(pending.stdout, datetime.now())
@@ -279,6 +280,9 @@ class SlurmBackend:
     async def _probe_microarchitecture(self) -> str:
         """Run ``uname -m`` and ``/proc/cpuinfo`` on a compute node (a short job)."""
         argv = ["srun", "--job-name=bridge-probe", "--ntasks=1", "--time=1", "--immediate=60"]
+        for option in ("partition", "account", "qos"):
+            if value := getattr(self, option):
+                argv.append(f"--{option}={value}")
         argv += ["--quiet", "--", "sh", "-c", "uname -m; cat /proc/cpuinfo"]
         result = await self._run(argv)
         if result.returncode:

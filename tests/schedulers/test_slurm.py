@@ -150,6 +150,17 @@ async def test_bad_partition_is_a_clear_error_not_a_hang(
     assert time.monotonic() - started < 15
 
 
+async def test_target_defaults_apply_to_jobs_without_their_own(
+    slurm_runner: CommandRunner, workdir: Path
+) -> None:
+    backend = SlurmBackend(slurm_runner, partition="nosuchdefault")
+    with pytest.raises(SubmitError, match="partition 'nosuchdefault'"):
+        await backend.submit(JobSpec("d", ["true"], str(workdir)))
+    own = Resources(partition="debug")
+    job_id = await backend.submit(JobSpec("d", ["true"], str(workdir), resources=own))
+    assert (await wait_until(backend, [job_id]))[job_id].state is JobState.COMPLETED
+
+
 async def test_bad_constraint_is_a_submit_error(slurm: SlurmBackend, workdir: Path) -> None:
     spec = JobSpec("bad", ["true"], str(workdir), resources=Resources(constraint="no_such_cpu"))
     with pytest.raises(SubmitError, match="Invalid feature"):
