@@ -97,8 +97,7 @@ class Attempt:
 
     def run(self) -> str:
         try:
-            with self.token.critical():
-                self.reporter.publish("INITIALIZING")
+            self._publish("INITIALIZING")
             return self._run()
         finally:
             if self.scratch is not None and not self.keep_scratch:
@@ -113,7 +112,7 @@ class Attempt:
         self._publish("SYSTEM_ERROR")
         return "SYSTEM_ERROR"
 
-    def _run(self) -> str:
+    def _make_scratch(self) -> PathMap:
         base = Path(
             self.runtime.scratch_dir
             or os.environ.get("BRIDGE_SCRATCH_DIR")
@@ -125,7 +124,11 @@ class Attempt:
         paths = PathMap(self.scratch / "root", task_prefixes(self.task))
         paths.root.mkdir()
         self.reporter.set_metadata(scratch_dir=str(self.scratch))
+        return paths
+
+    def _run(self) -> str:
         try:
+            paths = self._make_scratch()
             prepare_layout(paths, self.task.outputs, self.task.volumes)
             stage_inputs(self.task.inputs, paths, self.stager)
             launches = self._plan(paths)
