@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from bridge import __version__
 from bridge.api import admin, errors, tes
+from bridge.api.writer import TaskWriter
 from bridge.config import Settings
 from bridge.store import TaskStore
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings, store: TaskStore, broker: BrokerHandle | None
         try:
             yield
         finally:
+            await app.state.writer.close()
             if broker is not None:
                 await broker.stop()
 
@@ -51,6 +53,7 @@ def create_app(settings: Settings, store: TaskStore, broker: BrokerHandle | None
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.writer = TaskWriter(store)
     wake: Callable[[], None] = broker.wake if broker is not None else (lambda: None)
     app.state.wake_broker = wake
     errors.install(app)

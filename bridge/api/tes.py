@@ -69,7 +69,7 @@ async def create_task(request: Request) -> Response:
     caller = caller_for(request, request.app.state.settings)
     body = await _read_body(request)
     doc = task_document(parse_task(body))
-    task_id = _store(request).create(doc, owner=caller.name)
+    task_id = await request.app.state.writer.create(doc, caller.name)
     request.app.state.wake_broker()
     return _json({"id": task_id})
 
