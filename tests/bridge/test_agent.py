@@ -362,3 +362,42 @@ def test_explicit_runtime_that_cannot_run_is_a_system_error(tmp_path: Path) -> N
     status = status_of(str(wd))
     assert status["state"] == "SYSTEM_ERROR" and status["executors"] == []
     assert status["system_logs"][-1].startswith("container runtime charliecloud:")
+
+
+def test_local_backend_runs_and_cancels_the_agent(tmp_path: Path) -> None:
+    import asyncio
+
+    from schedulers.base import JobSpec, JobState
+    from schedulers.local import LocalBackend
+
+    backend = LocalBackend()
+    done_wd = make_workdir(tmp_path / "done", {"executors": [sh("echo via backend")]})
+    slow_wd = make_workdir(tmp_path / "slow", {"executors": [sh("sleep 60")]})
+
+    def job(wd: Path) -> JobSpec:
+        return JobSpec(
+            name=wd.name,
+            argv=[AGENT, "run", str(wd), "--attempt", "1"],
+            workdir=str(wd),
+            env={"BRIDGE_SCRATCH_DIR": str(tmp_path / "scratch")},
+            stdout_path=str(wd / "attempts/1/agent.log"),
+            stderr_path=str(wd / "attempts/1/agent.log"),
+        )
+
+    async def scenario() -> tuple[JobState, JobState]:
+        done_id, slow_id = await backend.submit_array([job(done_wd), job(slow_wd)])
+        await asyncio.to_thread(
+            wait_for, lambda: (slow_wd / "attempts/1/executor-0.stdout").exists(), 10, "start"
+        )
+        await backend.cancel([slow_id])
+        for _ in range(200):
+            states = await backend.status([done_id, slow_id])
+            if all(s.state.finished for s in states.values()):
+                return states[done_id].state, states[slow_id].state
+            await asyncio.sleep(0.05)
+        raise AssertionError("jobs did not finish")
+
+    assert asyncio.run(scenario()) == (JobState.COMPLETED, JobState.CANCELLED)
+    assert status_of(str(done_wd))["executors"][0]["stdout"] == "via backend\n"
+    assert status_of(str(slow_wd))["state"] == "CANCELED"
+    assert "attempt 1 finished: CANCELED" in (slow_wd / "attempts/1/agent.log").read_text()
