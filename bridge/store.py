@@ -247,7 +247,7 @@ class TaskStore:
     ) -> None:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
             f"VALUES ({', '.join([mark] * len(columns))})"
         )
         conn.exec_driver_sql(sql, rows)

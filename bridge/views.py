@@ -5,7 +5,8 @@
   ``system_logs``.
 - FULL: everything.
 
-``logs`` holds one entry per attempt (TES: "in the case where a task fails and is
+An executor that is still running has ``exit_code`` -1 (the field is required) and
+its output so far.  ``logs`` holds one entry per attempt (TES: "in the case where a task fails and is
 retried, an entry will be appended").  The placement reason and the backend's job
 id are in each entry's ``metadata``.
 """
@@ -67,7 +68,9 @@ def _attempt_log(task: TaskRow, attempt: AttemptRow, full: bool) -> dict[str, An
     status = attempt.status
     executors = []
     for item in status.get("executors", []):
-        entry: dict[str, Any] = {"exit_code": int(item.get("exit_code", -1))}
+        code = item.get("exit_code")
+        # TES requires an exit code; while the executor still runs it is -1.
+        entry: dict[str, Any] = {"exit_code": int(code) if code is not None else -1}
         for key in ("start_time", "end_time"):
             if item.get(key):
                 entry[key] = item[key]
