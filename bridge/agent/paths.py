@@ -14,12 +14,15 @@ the directory part before the first wildcard), volumes, and each executor's
 ``workdir``, ``stdin``, ``stdout`` and ``stderr``.  In every argv element and every
 ``env`` value, an occurrence of a mapped prefix is replaced by its host path when
 
-* it starts the string or follows one of ``whitespace = : , ; ' " ( < > | &``, and
-* it ends the string or is followed by ``/`` or one of those same characters.
+* it starts the string or follows whitespace or one of ``= : , ; ' " ` ( ) { } < > | &``,
+  and
+* it ends the string or is followed by ``/``, whitespace, ``]`` or one of those same
+  characters.
 
 So ``/data/in.txt``, ``--in=/data/in.txt``, ``PATH=/opt/bin:/data/bin`` and the script
-``sh -c "wc -l /data/in.txt > /data/out.txt"`` are all rewritten, while
-``/data/in.txt.gz`` (another file), ``/database`` and ``s3://b/data/in.txt`` are
+``sh -c "wc -l /data/in.txt > /data/out.txt; echo $(cat /data/in.txt)"`` are all
+rewritten, while ``/data/in.txt.gz`` (another file), ``/database``,
+``s3://b/data/in.txt`` and ``-I/data/include`` (a letter or ``-`` before the path) are
 left alone.  Longer prefixes win.  Paths outside the mapped prefixes (``/usr/bin/wc``,
 ``/tmp/x`` unless declared) are the host's own.  ``workdir``, ``stdin``, ``stdout`` and
 ``stderr`` are always container paths, so they are mapped whole.  This is a
@@ -38,7 +41,8 @@ from pathlib import Path
 
 from bridge.agent.task import WILDCARD_CHARS, Task
 
-_BOUNDARY = r"\s=:,;'\"(<>|&"
+_BEFORE = r"\s=:,;'\"`(){}<>|&"  # may precede a path
+_AFTER = _BEFORE + r"\]"  # may follow one (besides "/")
 
 
 def literal_dir(pattern: str) -> str:
@@ -81,7 +85,7 @@ class PathMap:
         if self.prefixes:
             alternatives = "|".join(re.escape(p) for p in self.prefixes)
             self._pattern: re.Pattern[str] | None = re.compile(
-                rf"(?<![^{_BOUNDARY}])({alternatives})(?=$|[/{_BOUNDARY}])"
+                rf"(?<![^{_BEFORE}])({alternatives})(?=$|[/{_AFTER}])"
             )
         else:
             self._pattern = None

@@ -80,6 +80,11 @@ def test_prefixes_come_from_inputs_outputs_volumes_and_executor_paths() -> None:
         ("wc -l /data/in.txt > /data/out.txt", f"wc -l {ROOT}/data/in.txt > {ROOT}/data/out.txt"),
         ("PATH=/usr/bin:/vol/bin", f"PATH=/usr/bin:{ROOT}/vol/bin"),
         ("'/ref/x'", f"'{ROOT}/ref/x'"),
+        ("echo $(cat /data/in.txt)", f"echo $(cat {ROOT}/data/in.txt)"),
+        ("x=`cat /data/in.txt`", f"x=`cat {ROOT}/data/in.txt`"),
+        ("cp {/data/in.txt,/vol}", f"cp {{{ROOT}/data/in.txt,{ROOT}/vol}}"),
+        ("[ -f /data/in.txt ]", f"[ -f {ROOT}/data/in.txt ]"),
+        ("-I/ref/include", "-I/ref/include"),
         ("/data/in.txt.gz", "/data/in.txt.gz"),  # another file
         ("/reference", "/reference"),  # not under /ref
         ("s3://b/ref/x", "s3://b/ref/x"),
