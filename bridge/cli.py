@@ -238,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ram-gb", type=float)
     p.add_argument("--tag", action="append", help="key=value")
     p.add_argument("--wait", action="store_true", help="wait and exit non-zero unless COMPLETE")
-    p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=cmd_submit, command=[])
 
     for name, func, text in (
         ("status", cmd_status, "a task's state, placement and events"),
@@ -277,9 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # everything after "--" is the command of a one-off task
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) and args.command[:1] == ["--"]:
-        args.command = args.command[1:]
+    if command:
+        args.command = command
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
