@@ -231,7 +231,11 @@ class Broker:
         jobs = await self._job_states(tasks, attempts)
         for task in tasks:
             attempt = attempts.get(task.id)
-            job = jobs.get((attempt.target, attempt.backend_job_id)) if attempt else None
+            job = (
+                jobs.get((attempt.target, attempt.backend_job_id))
+                if attempt and attempt.backend_job_id
+                else None
+            )
             try:
                 if task.state == State.CANCELING:
                     await self._advance_cancel(task, attempt, job)

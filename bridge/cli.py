@@ -110,7 +110,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     tags = dict([*t.split("=", 1), ""][:2] for t in args.tag or [])
     with _client(args) as client:
-        page = client.list(
+        page = client.list_tasks(
             view="BASIC",
             state=args.state,
             name_prefix=args.name_prefix,

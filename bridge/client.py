@@ -127,7 +127,7 @@ class BridgeClient:
     def get(self, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
         return dict(self._call("GET", f"{TES_PREFIX}/tasks/{task_id}", params={"view": view}))
 
-    def list(
+    def list_tasks(
         self,
         *,
         view: str = "MINIMAL",

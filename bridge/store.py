@@ -235,7 +235,9 @@ class TaskStore:
             # the batch got consecutive rowids ending at the maximum.
             last = int(conn.exec_driver_sql("SELECT max(seq) FROM tasks").scalar_one())
             return list(range(last - len(ids) + 1, last + 1))
-        by_id = dict(conn.execute(select(T.c.id, T.c.seq).where(T.c.id.in_(ids))).all())
+        by_id: dict[str, int] = dict(
+            conn.execute(select(T.c.id, T.c.seq).where(T.c.id.in_(ids))).all()
+        )
         return [by_id[task_id] for task_id in ids]
 
     def _db_time(self, value: datetime) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -22,7 +23,7 @@ from bridge.store import TaskStore
 TES_PREFIXES = ("/ga4gh/tes/v1", "/v1")
 
 
-class BrokerHandle:
+class BrokerHandle(Protocol):
     """What the app needs from a broker: start, stop, and a nudge."""
 
     async def start(self) -> None: ...
