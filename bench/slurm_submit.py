@@ -8,7 +8,9 @@ For N short tasks (``true``) on the local test cluster (scripts/services/slurm.s
 
 Submission rate is tasks/s from the first request until every task has a Slurm job
 id; end-to-end is until every job has left the queue (one ``squeue`` poll every
-0.2 s, the same for all three).  The backend is driven directly: no broker yet.
+0.2 s, the same for all three).  End-to-end time is mostly Slurm starting N jobs on
+the test node's slots, so it moves with the machine's load.  The backend is driven
+directly: no broker yet.
 The last line printed is one JSON object.
 
     .venv/bin/python bench/slurm_submit.py [--tasks 200] [--runner local|ssh]
@@ -57,6 +59,22 @@ def wait_gone(job_ids: list[str], env: dict[str, str], timeout: float = 900) -> 
             return
         time.sleep(0.2)
     raise TimeoutError("jobs still queued")
+
+
+def wait_idle(env: dict[str, str], timeout: float = 120) -> None:
+    """Let jobs from earlier cases (or anyone else) drain before timing the next case."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "PD,CF,R,CG", "-o", "%i"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        if not out.strip():
+            return
+        time.sleep(0.5)
 
 
 def sbatch_loop(n: int, workdir: str, env: dict[str, str]) -> tuple[list[str], float]:
@@ -118,6 +136,7 @@ async def main() -> None:
             "backend_array": lambda: backend_array(backend, specs),
         }
         for name, run in cases.items():
+            await asyncio.to_thread(wait_idle, env)
             started = time.monotonic()
             ids, submit_s = await run()
             assert len(ids) == n and all(ids)
