@@ -12,10 +12,13 @@ The SSH runner's choices:
   different key raises :class:`~schedulers.errors.HostKeyMismatch` before anything
   runs; keys are never added automatically.
 * **Argument vectors only.**  The remote side of SSH always hands the command to the
-  user's login shell, so the vector is quoted with :func:`shlex.join`.  Environment
+  user's login shell, so the vector is quoted with :func:`shlex.join` (POSIX quoting:
+  the login shell must be sh-compatible — bash, dash, zsh, ksh).  Environment
   variables travel as an ``env K=V ... argv`` prefix because sshd drops most
   client-sent variables and a non-interactive remote environment is nearly empty
-  (Slurm commands need ``SLURM_CONF`` there, for instance).
+  (Slurm commands need ``SLURM_CONF`` there, for instance).  That prefix is visible
+  in the remote process list, so it is for configuration, never for secrets; large
+  or private data goes through stdin or a file.
 * **One connection, many channels.**  The connection opens lazily, is reused by
   every command and by SFTP, reopens once if it dropped, and commands run
   concurrently on separate channels (bounded, below sshd's ``MaxSessions``).
