@@ -74,9 +74,12 @@ def _case(index: int, spec: JobSpec, *, redirect: bool) -> str:
     if not spec.argv:
         raise SubmitError(f"job {spec.name!r} has an empty argv")
     lines = [f"cd {shlex.quote(spec.workdir)} || exit 98"]
-    err = spec.stderr_path or spec.stdout_path
-    streams = [f">{shlex.quote(spec.stdout_path)}"] if spec.stdout_path else []
-    streams += [f"2>{shlex.quote(err)}"] if err else []
+    out, err = spec.stdout_path, spec.stderr_path
+    streams = [f">{shlex.quote(out)}"] if out else []
+    if err and err != out:
+        streams.append(f"2>{shlex.quote(err)}")
+    elif out:  # like sbatch: without its own file, stderr goes with stdout
+        streams.append("2>&1")
     if redirect and streams:
         lines.append(f"exec {' '.join(streams)} || exit 98")
     for key, value in spec.env.items():

@@ -59,7 +59,11 @@ def test_array_directive_and_output_redirection() -> None:
     script = render_script(specs, Resources(), array=True)
     assert "#SBATCH --array=0-2" in directives(script)
     assert "#SBATCH --output=/dev/null" in directives(script)
-    assert "exec >/o1 2>/o1 || exit 98" in script
+    assert "exec >/o1 2>&1 || exit 98" in script
+    separate = JobSpec("e", ["true"], "/w", stdout_path="/o", stderr_path="/e")
+    assert "exec >/o 2>/e || exit 98" in render_script(
+        [separate, separate], Resources(), array=True
+    )
 
 
 def test_paths_with_spaces_are_quoted() -> None:
