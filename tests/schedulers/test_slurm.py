@@ -233,6 +233,20 @@ async def test_status_of_many_jobs_costs_one_squeue(
     assert "--completion" in runner.calls[1]
 
 
+async def test_without_accounting_exit_codes_come_from_scontrol(
+    slurm_env: Mapping[str, str], workdir: Path
+) -> None:
+    runner = RecordingRunner(LocalRunner(env=slurm_env))
+    backend = SlurmBackend(runner)
+    config = await backend.config()
+    config["JobCompType"] = "jobcomp/none"  # a site with neither slurmdbd nor a jobcomp file
+    failed = await backend.submit(JobSpec("bad", ["sh", "-c", "exit 6"], str(workdir)))
+    status = (await wait_until(backend, [failed]))[failed]
+    assert status.state is JobState.FAILED and status.exit_code == 6
+    assert ["scontrol", "-o", "show", "job"] in runner.calls
+    assert not any(c[0] == "sacct" for c in runner.calls)
+
+
 def _stop_slurmctld() -> None:
     pid = int((SERVICES / "slurm" / "run" / "slurmctld.pid").read_text())
     os.kill(pid, 15)
