@@ -36,7 +36,7 @@ from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
 from bridge.store import AttemptRow, TaskRow, TaskStore, utcnow
 from schedulers.base import Backend, JobSpec, JobState, JobStatus, Resources, TargetInfo
-from schedulers.errors import SchedulerError
+from schedulers.errors import BackendUnavailable, SchedulerError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class _Submission:
     task: TaskRow
     attempt: AttemptRow
     spec: JobSpec
+    reason: str
 
 
 class Broker:
@@ -164,13 +165,13 @@ class Broker:
                 runtime["api_url"] = self.settings.public_url
             workspace.write_task(work_url, _public_document(task), runtime)
             self.store.set_placement(task.id, target.name, placement.reason, work_url)
-            self.store.transition(task.id, State.INITIALIZING, f"placed on {placement.reason}")
         except InvalidTransition:
             return None  # cancelled meanwhile
         except OSError as err:
             self._fail(task.id, f"could not write the work directory: {err}")
             return None
-        return _Submission(task, attempt, self._job_spec(task, target, work_url, attempt.number))
+        spec = self._job_spec(task, target, work_url, attempt.number)
+        return _Submission(task, attempt, spec, placement.reason)
 
     def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
         res = task.document.get("resources") or {}
@@ -204,19 +205,47 @@ class Broker:
         )
 
     async def _submit(self, target: str, subs: Sequence[_Submission]) -> None:
+        """Submit, as one array where the target allows; a busy target keeps tasks queued."""
         backend = self.backends[target]
-        specs = [s.spec for s in subs]
-        try:
-            if len(specs) > 1 and self.configs[target].array_batching:
-                job_ids = await backend.submit_array(specs)
-            else:
-                job_ids = [await backend.submit(spec) for spec in specs]
-        except (SchedulerError, OSError) as err:
-            for sub in subs:
-                await asyncio.to_thread(self._fail, sub.task.id, f"{target} refused the job: {err}")
+        if len(subs) > 1 and self.configs[target].batches_arrays:
+            try:
+                job_ids = await backend.submit_array([s.spec for s in subs])
+            except BackendUnavailable:
+                for sub in subs:
+                    await asyncio.to_thread(self._requeue, sub)
+                return
+            except (SchedulerError, OSError) as err:
+                for sub in subs:
+                    await asyncio.to_thread(
+                        self._fail, sub.task.id, f"{target} refused the job: {err}"
+                    )
+                return
+            for sub, job_id in zip(subs, job_ids, strict=True):
+                await asyncio.to_thread(self._submitted, sub, job_id)
             return
-        for sub, job_id in zip(subs, job_ids, strict=True):
-            await asyncio.to_thread(self.store.set_job_id, sub.attempt.id, job_id)
+        for index, sub in enumerate(subs):
+            try:
+                job_id = await backend.submit(sub.spec)
+            except BackendUnavailable:
+                for waiting in subs[index:]:
+                    await asyncio.to_thread(self._requeue, waiting)
+                return
+            except (SchedulerError, OSError) as err:
+                await asyncio.to_thread(self._fail, sub.task.id, f"{target} refused the job: {err}")
+                continue
+            await asyncio.to_thread(self._submitted, sub, job_id)
+
+    def _submitted(self, sub: _Submission, job_id: str) -> None:
+        self.store.set_job_id(sub.attempt.id, job_id)
+        with contextlib.suppress(InvalidTransition):  # cancelled meanwhile: reconcile cancels
+            self.store.transition(
+                sub.task.id, State.INITIALIZING, f"placed on {sub.reason}; job {job_id}"
+            )
+
+    def _requeue(self, sub: _Submission) -> None:
+        """The target is full: forget this attempt, leave the task QUEUED for a later turn."""
+        self.store.abandon_attempt(sub.attempt)
+        self.store.release(sub.task.id)
 
     # -- reconcile ------------------------------------------------------------------
 

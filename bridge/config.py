@@ -51,13 +51,18 @@ class TargetConfig(BaseModel):
     account: str | None = None
     qos: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    array_batching: bool = True
+    array_batching: bool | None = None  # default: on for Slurm (native job arrays)
     work_url: str | None = None  # where this target's nodes see the work directory
     # dask / aws_batch
     address: str | None = None
     job_queue: str | None = None
     job_definition: str | None = None
     endpoint_url: str | None = None
+
+    @property
+    def batches_arrays(self) -> bool:
+        """Whether tasks arriving together go to the backend as one array job."""
+        return self.kind == "slurm" if self.array_batching is None else self.array_batching
 
 
 class UserConfig(BaseModel):

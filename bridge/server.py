@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from bridge import workspace
 from bridge.api.app import create_app
 from bridge.broker import Broker
 from bridge.config import Settings
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def build(settings: Settings, with_broker: bool = True) -> tuple[FastAPI, TaskStore, Broker | None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    workspace.prepare_base(settings.effective_work_url)
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     store = TaskStore(engine)

@@ -472,6 +472,16 @@ class TaskStore:
             conn.execute(update(T).where(T.c.seq == task.seq).values(attempt=number))
         return AttemptRow(attempt_id, task.seq, number, target, None, None, None, None, {}, False)
 
+    def abandon_attempt(self, attempt: AttemptRow) -> None:
+        """Forget an attempt that was never submitted (the target was full)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.id == attempt.id))
+            conn.execute(
+                update(T)
+                .where(and_(T.c.seq == attempt.task_seq, T.c.attempt == attempt.number))
+                .values(attempt=attempt.number - 1)
+            )
+
     def set_job_id(self, attempt_id: int, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(

@@ -16,6 +16,23 @@ from typing import Any
 from bridge.agent import workdir as wd
 
 
+def prepare_base(url: str) -> None:
+    """Make sure the work directory's base exists (a folder, or a bucket)."""
+    if url.startswith("s3://"):
+        from bridge.agent.s3 import s3_client, split_s3_url
+
+        bucket, _ = split_s3_url(url)
+        client = s3_client()
+        try:
+            client.head_bucket(Bucket=bucket)
+        except Exception:  # missing (404) or not yet visible: try to create it
+            client.create_bucket(Bucket=bucket)
+        return
+    marker = wd.open_workdir(url).local_path("base")
+    if marker is not None:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+
+
 def task_url(base: str, task_id: str) -> str:
     return f"{base.rstrip('/')}/{task_id}"
 

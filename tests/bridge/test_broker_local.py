@@ -177,3 +177,47 @@ def test_a_broker_restart_loses_nothing_and_reattaches(settings: Settings, tmp_p
         assert len(done["logs"]) == 1  # re-attached, not re-run
         later = queued.__class__(client, queued.id).result(timeout=60)
         assert later["logs"][-1]["logs"][0]["stdout"] == "later\n"
+
+
+def test_a_full_target_keeps_tasks_queued_until_a_slot_frees(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from bridge.config import TargetConfig
+
+    settings = settings.model_copy(
+        update={
+            "port": free_port(),
+            "targets": [
+                TargetConfig(name="local", kind="local", container_runtime="none", max_parallel=1)
+            ],
+        }
+    )
+    settings.broker.poll_interval_s = 0.1
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    with serve_in_thread(settings) as url, BridgeClient(url) as client:
+        futures = [
+            client.submit(
+                {
+                    "executors": [
+                        {
+                            "image": "alpine",
+                            "command": [
+                                "sh",
+                                "-c",
+                                f"date +%s.%N > {spans}/{i}.start; sleep 0.5; date +%s.%N > {spans}/{i}.end",
+                            ],
+                        }
+                    ]
+                }
+            )
+            for i in range(3)
+        ]
+        tasks = [f.result(timeout=60) for f in futures]
+    assert all(len(t["logs"]) == 1 for t in tasks)  # a busy target leaves no empty attempts
+    windows = sorted(
+        (float((spans / f"{i}.start").read_text()), float((spans / f"{i}.end").read_text()))
+        for i in range(3)
+    )
+    for (_, end), (start, _) in zip(windows, windows[1:]):
+        assert start >= end  # never two at once
