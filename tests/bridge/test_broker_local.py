@@ -6,6 +6,7 @@ A real uvicorn server with the broker runs in a thread; tasks run as real
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,5 +220,5 @@ def test_a_full_target_keeps_tasks_queued_until_a_slot_frees(
         (float((spans / f"{i}.start").read_text()), float((spans / f"{i}.end").read_text()))
         for i in range(3)
     )
-    for (_, end), (start, _) in zip(windows, windows[1:]):
+    for (_, end), (start, _) in itertools.pairwise(windows):
         assert start >= end  # never two at once
