@@ -286,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         args.command = command
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)
+    if not args.verbose:
+        for noisy in ("httpx", "httpcore", "botocore", "boto3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         return int(args.func(args))

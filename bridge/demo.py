@@ -72,7 +72,7 @@ def run_demo(client: BridgeClient, results_base: str, out: Any) -> bool:
             return False
         meta = task["logs"][-1].get("metadata", {})
         print(
-            f"{'':<16} COMPLETE on {meta.get('target')} ({meta.get('placement_reason', '')})",
+            f"{'':<16} COMPLETE; placed on {meta.get('placement_reason') or meta.get('target')}",
             file=out,
         )
     final = client.get(future.id, view="FULL")
