@@ -286,11 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         args.command = command
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:
         for noisy in ("httpx", "httpcore", "botocore", "boto3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)s %(levelname)s %(name)s: %(message)s",
-    )
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except BridgeError as err:
