@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.db import sqlite_pragmas
 from bridge.models import Attempt, Target, Task, TaskEvent, TaskTag
 from bridge.states import ACTIVE, TERMINAL, InvalidTransition, State, can_transition
 
@@ -162,10 +165,27 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+_NEW_TASK_COLUMNS = (
+    "id",
+    "owner",
+    "name",
+    "state",
+    "document",
+    "creation_time",
+    "updated_time",
+    "placement_reason",
+    "attempt",
+)
+_TAG_COLUMNS = ("task_seq", "key", "value")
+_EVENT_COLUMNS = ("task_seq", "at", "from_state", "to_state", "reason")
+
+
 class TaskStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._raw: sqlite3.Connection | None = None
+        self._raw_lock = threading.Lock()
 
     # -- creation and reads -------------------------------------------------------
 
@@ -175,84 +195,87 @@ class TaskStore:
     def create_many(self, items: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
         """Store several new tasks in one transaction (group commit); ids in order.
 
-        This is the API's hot path, so it goes to the driver's ``executemany``
-        directly (values converted once per batch by the columns' own SQLAlchemy
-        types, so rows read back exactly as ORM-written ones): 2-3x less CPU per task
-        than Core's per-row parameter processing.
+        This is the API's hot path.  Values are converted once per batch by the
+        columns' own SQLAlchemy types (so rows read back exactly like ORM-written
+        ones) and go to the driver's ``executemany``.  On SQLite a dedicated
+        connection skips SQLAlchemy altogether: measured 30 vs 75 us per task in
+        batches of 16.
         """
         now = self._db_time(utcnow())
         ids = [new_task_id() for _ in items]
         queued, unknown = State.QUEUED.value, State.UNKNOWN.value
-        with self.engine.begin() as conn:
-            self._executemany(
-                conn,
-                T,
-                (
-                    "id",
-                    "owner",
-                    "name",
-                    "state",
-                    "document",
-                    "creation_time",
-                    "updated_time",
-                    "placement_reason",
-                    "attempt",
-                ),
-                [
-                    (
-                        task_id,
-                        owner,
-                        doc.get("name") or "",
-                        queued,
-                        json.dumps(doc, separators=(",", ":")),
-                        now,
-                        now,
-                        "",
-                        0,
-                    )
-                    for task_id, (doc, owner) in zip(ids, items, strict=True)
-                ],
+        rows = [
+            (
+                task_id,
+                owner,
+                doc.get("name") or "",
+                queued,
+                json.dumps(doc, separators=(",", ":")),
+                now,
+                now,
+                "",
+                0,
             )
-            seqs = self._new_seqs(conn, ids)
+            for task_id, (doc, owner) in zip(ids, items, strict=True)
+        ]
+
+        def dependents(seqs: list[int]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
             tags = [
                 (seq, k, v)
                 for seq, (doc, _) in zip(seqs, items, strict=True)
                 for k, v in (doc.get("tags") or {}).items()
             ]
-            if tags:
-                self._executemany(conn, TAGS, ("task_seq", "key", "value"), tags)
-            self._executemany(
-                conn,
-                EVENTS,
-                ("task_seq", "at", "from_state", "to_state", "reason"),
-                [(seq, now, unknown, queued, "submitted") for seq in seqs],
+            return tags, [(seq, now, unknown, queued, "submitted") for seq in seqs]
+
+        raw = self._raw_sqlite()
+        if raw is not None:
+            with self._raw_lock:
+                raw.execute("BEGIN IMMEDIATE")
+                try:
+                    raw.executemany(self._insert_sql(T, _NEW_TASK_COLUMNS), rows)
+                    # seq is the rowid; this transaction holds the write lock, so the
+                    # batch got consecutive rowids ending at the maximum.
+                    last = int(raw.execute("SELECT max(seq) FROM tasks").fetchone()[0])
+                    tags, events = dependents(list(range(last - len(rows) + 1, last + 1)))
+                    if tags:
+                        raw.executemany(self._insert_sql(TAGS, _TAG_COLUMNS), tags)
+                    raw.executemany(self._insert_sql(EVENTS, _EVENT_COLUMNS), events)
+                    raw.execute("COMMIT")
+                except BaseException:
+                    raw.execute("ROLLBACK")
+                    raise
+            return ids
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._insert_sql(T, _NEW_TASK_COLUMNS), rows)
+            by_id: dict[str, int] = dict(
+                conn.execute(select(T.c.id, T.c.seq).where(T.c.id.in_(ids))).all()
             )
+            tags, events = dependents([by_id[task_id] for task_id in ids])
+            if tags:
+                conn.exec_driver_sql(self._insert_sql(TAGS, _TAG_COLUMNS), tags)
+            conn.exec_driver_sql(self._insert_sql(EVENTS, _EVENT_COLUMNS), events)
         return ids
 
-    def _new_seqs(self, conn: Connection, ids: list[str]) -> list[int]:
-        if self.engine.dialect.name == "sqlite":
-            # seq is the rowid; inside this write transaction nobody else inserts, so
-            # the batch got consecutive rowids ending at the maximum.
-            last = int(conn.exec_driver_sql("SELECT max(seq) FROM tasks").scalar_one())
-            return list(range(last - len(ids) + 1, last + 1))
-        by_id: dict[str, int] = dict(
-            conn.execute(select(T.c.id, T.c.seq).where(T.c.id.in_(ids))).all()
-        )
-        return [by_id[task_id] for task_id in ids]
+    def _raw_sqlite(self) -> sqlite3.Connection | None:
+        if self._raw is None and self.engine.dialect.name == "sqlite":
+            path = self.engine.url.database
+            if not path or path == ":memory:":
+                return None
+            self._raw = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            sqlite_pragmas(self._raw, None)
+        return self._raw
+
+    def _insert_sql(self, table: Any, columns: Sequence[str]) -> str:
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        names = ", ".join(columns)
+        marks = ", ".join([mark] * len(columns))
+        return f"INSERT INTO {table.name} ({names}) VALUES ({marks})"  # noqa: S608
 
     def _db_time(self, value: datetime) -> Any:
         process = T.c.creation_time.type.bind_processor(self.engine.dialect)
         return process(value) if process else value
-
-    def _executemany(
-        self, conn: Connection, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]
-    ) -> None:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
-            f"VALUES ({', '.join([mark] * len(columns))})"
-        )
-        conn.exec_driver_sql(sql, rows)
 
     def get(self, task_id: str, owner: str | None = None) -> TaskRow:
         query = select(*_TASK_COLS).where(T.c.id == task_id)
