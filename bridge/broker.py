@@ -104,6 +104,7 @@ class Broker:
                 log.exception("broker turn failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
+                await asyncio.sleep(self.settings.broker.gather_s)
             self._wake.clear()
 
     async def run_once(self) -> None:

@@ -77,6 +77,9 @@ class BrokerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     poll_interval_s: float = 0.5
+    # After a nudge, wait this long so tasks arriving together are dispatched
+    # together (and become one array job where the target has arrays).
+    gather_s: float = 0.05
     lease_s: float = 30.0
     max_retries: int = 1
     claim_batch: int = 200
