@@ -85,9 +85,13 @@ class MemoryObjectStore:
 
     # -- ObjectStore --------------------------------------------------------------------
     def get(self, bucket: str, key: str) -> bytes:
+        return self.get_object(bucket, key)[1]
+
+    def get_object(self, bucket: str, key: str) -> tuple[ObjectInfo, bytes]:
         self._enter("get", f"GET s3://{bucket}/{key}")
         with self._lock:
-            return self._object(bucket, key).data
+            obj = self._object(bucket, key)
+            return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata)), obj.data
 
     def get_range(
         self, bucket: str, key: str, start: int, end_exclusive: int, etag: str | None = None
@@ -103,12 +107,13 @@ class MemoryObjectStore:
 
     def put(
         self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> str:
         self._enter("put", f"PUT s3://{bucket}/{key}")
         blob = bytes(data)
         obj = _Object(blob, dict(metadata or {}), hashlib.md5(blob).hexdigest(), time.time())  # noqa: S324
         with self._lock:
             self._bucket(bucket)[key] = obj
+        return obj.etag
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         self._enter("head", f"HEAD s3://{bucket}/{key}")
@@ -209,7 +214,7 @@ class MemoryObjectStore:
 
     def complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: builtins.list[UploadedPart]
-    ) -> None:
+    ) -> str:
         self._enter("complete_multipart", f"COMPLETE-MULTIPART s3://{bucket}/{key}")
         with self._lock:
             upload = self._uploads.get(upload_id)
@@ -227,6 +232,7 @@ class MemoryObjectStore:
             etag = hashlib.md5(data).hexdigest() + f"-{len(parts)}"  # noqa: S324
             self._bucket(bucket)[key] = _Object(data, upload.metadata, etag, time.time())
             del self._uploads[upload_id]
+            return etag
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         with self._lock:

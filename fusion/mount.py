@@ -179,7 +179,7 @@ def mount(
         argv.append("--read-only")
     argv += (options or MountOptions()).to_args()
     log_path = os.path.join(cache, "mount.log")
-    with open(log_path, "ab") as log:
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
     handle = MountHandle(mnt, proc, log_path)
     deadline = time.monotonic() + timeout

@@ -39,6 +39,17 @@ def _strip_etag(etag: str | None) -> str:
     return (etag or "").strip('"')
 
 
+def _info(key: str, resp: Mapping[str, Any], size: int) -> ObjectInfo:
+    modified = resp.get("LastModified")
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=_strip_etag(resp.get("ETag")),
+        mtime=modified.timestamp() if modified else 0.0,
+        metadata=dict(resp.get("Metadata") or {}),
+    )
+
+
 class S3ObjectStore:
     """An :class:`~fusion.store.ObjectStore` over boto3."""
 
@@ -97,11 +108,15 @@ class S3ObjectStore:
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, bucket: str, key: str) -> bytes:
+        return self.get_object(bucket, key)[1]
+
+    def get_object(self, bucket: str, key: str) -> tuple[ObjectInfo, bytes]:
         try:
             resp = self.client.get_object(Bucket=bucket, Key=key)
-            return bytes(resp["Body"].read())
+            data = bytes(resp["Body"].read())
         except Exception as err:
             raise translate_store_error(err, f"GET s3://{bucket}/{key}") from err
+        return _info(key, resp, len(data)), data
 
     def get_range(
         self, bucket: str, key: str, start: int, end_exclusive: int, etag: str | None = None
@@ -131,13 +146,7 @@ class S3ObjectStore:
             if isinstance(typed, FileNotFoundError):
                 return None
             raise typed from err
-        return ObjectInfo(
-            key=key,
-            size=int(resp.get("ContentLength", 0)),
-            etag=_strip_etag(resp.get("ETag")),
-            mtime=resp["LastModified"].timestamp() if resp.get("LastModified") else 0.0,
-            metadata=dict(resp.get("Metadata") or {}),
-        )
+        return _info(key, resp, int(resp.get("ContentLength", 0)))
 
     def list(
         self,
@@ -217,9 +226,12 @@ class S3ObjectStore:
     # -- writes -----------------------------------------------------------------------------
     def put(
         self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> str:
         try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata or {}))
+            resp = self.client.put_object(
+                Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata or {})
+            )
+            return _strip_etag(resp.get("ETag"))
         except Exception as err:
             typed = translate_store_error(err, f"PUT s3://{bucket}/{key}")
             raise UploadFailed(str(typed), code=typed.code, err=typed.errno) from err
@@ -300,12 +312,13 @@ class S3ObjectStore:
 
     def complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: builtins.list[UploadedPart]
-    ) -> None:
+    ) -> str:
         body = {"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]}
         try:
-            self.client.complete_multipart_upload(
+            resp = self.client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload=body
             )
+            return _strip_etag(resp.get("ETag"))
         except Exception as err:
             typed = translate_store_error(err, f"COMPLETE-MULTIPART s3://{bucket}/{key}")
             raise UploadFailed(str(typed), code=typed.code, err=typed.errno) from err

@@ -67,10 +67,14 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def get_object(self, bucket: str, key: str) -> tuple[ObjectInfo, bytes]:
+        """The whole object with its info and metadata (a HEAD and a GET in one request)."""
+        ...
+
     def put(
         self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str] | None = None
-    ) -> None:
-        """Write a whole object in one request (visible all at once)."""
+    ) -> str:
+        """Write a whole object in one request (visible all at once); returns its ETag."""
         ...
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -133,8 +137,8 @@ class ObjectStore(Protocol):
 
     def complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: builtins.list[UploadedPart]
-    ) -> None:
-        """Make the object visible from these parts, atomically."""
+    ) -> str:
+        """Make the object visible from these parts, atomically; returns its ETag."""
         ...
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:

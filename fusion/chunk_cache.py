@@ -1,0 +1,158 @@
+"""A bounded, least-recently-used cache of object blocks on local disk.
+
+Why on disk: a node re-reading an input (several tasks on one node, an index read many
+times) should not pay S3 again, and node-local disk is orders of magnitude larger and
+cheaper than the memory the mount may use. Why blocks: a file is cached piecewise as it
+is read, so a reader of the first 10 MiB of a 100 GiB object caches 10 MiB.
+
+Layout: one file per block, ``<dir>/<digest[:2]>/<digest>.<block>``, where ``digest``
+hashes bucket, key *and ETag*: a new version of an object has a new digest, so stale
+blocks are never served - they age out of the LRU. Blocks are ``block_size`` bytes
+(1 MiB, the size of a FUSE read request) except an object's last block.
+
+Bound: the sum of cached bytes never exceeds ``capacity``; inserting evicts least-recently
+used blocks first. The index lives in memory and the directory is emptied when the cache
+is created, so a restarted mount never trusts files it did not write. A capacity of 0
+disables the cache. All methods are thread-safe; file I/O happens outside the lock, and a
+block evicted while being read is simply a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "CacheKey", "ChunkCache"]
+
+DEFAULT_BLOCK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """One version of one object."""
+
+    bucket: str
+    key: str
+    etag: str
+
+    @property
+    def digest(self) -> str:
+        raw = f"{self.bucket}\0{self.key}\0{self.etag}".encode()
+        return hashlib.sha256(raw).hexdigest()[:40]
+
+
+class ChunkCache:
+    """Blocks of objects in files under ``directory``, at most ``capacity`` bytes."""
+
+    def __init__(self, directory: str, capacity: int, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        self.directory = directory
+        self.capacity = max(0, capacity)
+        self.block_size = block_size
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._used = 0
+        self.hits = 0
+        self.misses = 0
+        if os.path.isdir(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.capacity >= self.block_size
+
+    @property
+    def used(self) -> int:
+        with self._lock:
+            return self._used
+
+    def _path(self, digest: str, block: int) -> str:
+        return os.path.join(self.directory, digest[:2], f"{digest}.{block}")
+
+    def get(self, key: CacheKey, block: int) -> bytes | None:
+        """The block's bytes, or ``None`` on a miss."""
+        if not self.enabled:
+            return None
+        digest = key.digest
+        with self._lock:
+            if (digest, block) not in self._lru:
+                self.misses += 1
+                return None
+            self._lru.move_to_end((digest, block))
+        try:
+            with open(self._path(digest, block), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            with self._lock:
+                self.misses += 1
+            return None
+        with self._lock:
+            self.hits += 1
+        return data
+
+    def contains(self, key: CacheKey, block: int) -> bool:
+        with self._lock:
+            return (key.digest, block) in self._lru
+
+    def put(self, key: CacheKey, block: int, data: bytes | memoryview) -> None:
+        """Store a block (replacing any previous copy), evicting LRU blocks to fit."""
+        size = len(data)
+        if not self.enabled or size > self.capacity or size == 0:
+            return
+        digest = key.digest
+        path = self._path(digest, block)
+        victims: list[str] = []
+        with self._lock:
+            old = self._lru.pop((digest, block), None)
+            if old is not None:
+                self._used -= old
+            while self._used + size > self.capacity and self._lru:
+                (vdigest, vblock), vsize = self._lru.popitem(last=False)
+                self._used -= vsize
+                victims.append(self._path(vdigest, vblock))
+            # Reserve the space now so concurrent writers cannot overshoot the bound.
+            self._used += size
+        for victim in victims:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(victim)
+        tmp = f"{path}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            with self._lock:
+                self._used -= size
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
+        with self._lock:
+            self._lru[(digest, block)] = size
+            self._lru.move_to_end((digest, block))
+
+    def put_range(self, key: CacheKey, start: int, data: bytes | memoryview) -> None:
+        """Store the whole blocks contained in ``data`` read from offset ``start``.
+
+        ``start`` must be block aligned. The final partial block is stored only when it
+        is the object's last block - the caller signals that by passing the tail.
+        """
+        if not self.enabled:
+            return
+        view = memoryview(data)
+        bs = self.block_size
+        first = start // bs
+        for i in range(0, len(view), bs):
+            self.put(key, first + i // bs, view[i : i + bs])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lru.clear()
+            self._used = 0
+        shutil.rmtree(self.directory, ignore_errors=True)
+        os.makedirs(self.directory, exist_ok=True)

@@ -1,0 +1,214 @@
+"""Sequential read-ahead: a window of parallel ranged GETs that grows while reads stay in order.
+
+The problem. A FUSE read asks for at most 1 MiB. Answering each one with its own GET
+costs a round trip per MiB: ~20 ms to first byte from a cloud node means under 50 MiB/s
+whatever the bandwidth. One GET for the whole object streams at the speed of a single
+connection (tens of MB/s per connection on S3) and wastes gigabytes when the reader
+only wanted a header. So: detect sequential reading, and keep several ranged GETs in
+flight *ahead* of the reader, more of them the longer the reader keeps going.
+
+The design follows mountpoint-s3's prefetcher, simplified for one process and threads:
+
+* A *stream* starts at the first read of a handle, or at any read that begins exactly
+  where the previous one ended. It is a list of *segments* - byte ranges, each fetched by
+  one GET on the shared worker pool - contiguous from the stream start to ``fetch_end``.
+* The *window* is how far past the reader's furthest position the stream keeps requests
+  in flight. It starts at ``INITIAL_WINDOW`` (2 MiB: two 1 MiB segments, so a reader of a
+  small header pays one round trip and little transfer) and doubles each time the reader
+  consumes half of it, up to ``max_window`` (default 64 MiB). Doubling reaches the cap
+  after ~32 MiB have been read, i.e. within the first few hundred milliseconds of a
+  large sequential read, while a short read never causes a large transfer.
+* Segment size is a quarter of the window, clamped to [1 block, ``part_size``] (1 MiB to
+  8 MiB): a small window still has four GETs in flight, a full window has eight 8 MiB
+  GETs. 8 MiB amortises the per-request cost (signing, first-byte latency) to a few
+  percent while keeping per-connection streams short enough that one slow connection
+  does not stall the reader for long. At 90 MB/s per connection and 20 ms to first
+  byte, eight parallel 8 MiB GETs sustain ~600 MB/s - more than one node's FUSE path.
+* Segments are block aligned, so each one can be looked up in, and written to, the
+  on-disk :class:`~fusion.chunk_cache.ChunkCache`.
+* The kernel may deliver reads a little out of order (it issues read-ahead requests
+  concurrently). A read that falls anywhere inside the stream's span, or up to one window
+  beyond it, is served by the stream, not treated as a seek. Segments more than
+  ``RETAIN`` bytes behind the reader's furthest position are dropped, so memory per
+  stream is bounded by ``max_window + RETAIN + one segment``.
+* Any other read is random: the stream is dropped (queued GETs are cancelled) and the
+  read fetches exactly the bytes asked for (from the cache when all its blocks are
+  there). If the next read continues where it ended, a new stream starts there with
+  the initial window - a seek costs one small GET, not a large one.
+* A failed GET fails the reads that need it (the errno comes from the one S3 table) and
+  drops the stream, so the next read retries rather than replaying the error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource"]
+
+INITIAL_WINDOW = 2 * 1024 * 1024
+RETAIN = 2 * 1024 * 1024
+
+
+class RangeSource(Protocol):
+    """Where the prefetcher's bytes come from (one version of one object)."""
+
+    size: int
+    block_size: int
+
+    def fetch(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``; block-aligned ranges may be served from/kept in cache."""
+        ...
+
+
+@dataclass
+class _Segment:
+    start: int
+    end: int
+    future: Future[bytes]
+
+
+class Prefetcher:
+    """Serves reads of one open file; thread-safe."""
+
+    def __init__(
+        self,
+        source: RangeSource,
+        submit: Executor | Callable[[Callable[[], bytes]], Future[bytes]],
+        part_size: int = 8 * 1024 * 1024,
+        max_window: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.source = source
+        if isinstance(submit, Executor):
+            pool = submit
+            self._submit: Callable[[Callable[[], bytes]], Future[bytes]] = pool.submit
+        else:
+            self._submit = submit
+        self.block = source.block_size
+        self.part_size = max(self.block, part_size - part_size % self.block)
+        self.max_window = max(INITIAL_WINDOW, max_window)
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []
+        self._stream_start = -1
+        self._fetch_end = 0
+        self._window = INITIAL_WINDOW
+        self._grown_at = 0
+        self._high = 0
+        self._last_end: int | None = None
+        # Counters for tests and the benchmark.
+        self.streams_started = 0
+        self.random_reads = 0
+
+    # -- stream management (call with the lock held) -----------------------------------
+    def _drop_stream(self) -> None:
+        for seg in self._segments:
+            seg.future.cancel()
+        self._segments = []
+        self._stream_start = -1
+
+    def _start_stream(self, offset: int) -> None:
+        self._drop_stream()
+        start = offset - offset % self.block
+        self._stream_start = start
+        self._fetch_end = start
+        self._window = INITIAL_WINDOW
+        self._grown_at = start
+        self._high = start
+        self.streams_started += 1
+
+    def _in_stream(self, offset: int) -> bool:
+        return self._stream_start >= 0 and (
+            self._stream_start <= offset < self._fetch_end + self._window
+        )
+
+    def _schedule(self, upto: int) -> None:
+        size = self.source.size
+        target = min(size, max(upto, self._high + self._window))
+        seg_size = min(self.part_size, max(self.block, self._window // 4))
+        seg_size -= seg_size % self.block
+        while self._fetch_end < target:
+            start = self._fetch_end
+            end = min(size, start + seg_size)
+            fut = self._submit(_bind(self.source.fetch, start, end))
+            self._segments.append(_Segment(start, end, fut))
+            self._fetch_end = end
+
+    def _advance(self, end: int) -> None:
+        self._high = max(self._high, end)
+        if self._high - self._grown_at >= self._window // 2 and self._window < self.max_window:
+            self._window = min(self.max_window, self._window * 2)
+            self._grown_at = self._high
+        keep_from = self._high - RETAIN
+        while self._segments and self._segments[0].end <= keep_from:
+            self._segments.pop(0)
+        self._schedule(self._high)
+
+    # -- the read path ------------------------------------------------------------------
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        size = self.source.size
+        length = min(length, size - offset)
+        if length <= 0:
+            return b""
+        end = offset + length
+        needed: list[_Segment] | None = None
+        with self._lock:
+            sequential = self._last_end is None or offset == self._last_end
+            if self._in_stream(offset) and (
+                not self._segments or offset >= self._segments[0].start
+            ):
+                pass
+            elif sequential:
+                self._start_stream(offset)
+            else:
+                self._drop_stream()
+                self.random_reads += 1
+                self._last_end = end
+            if self._stream_start >= 0:
+                self._schedule(end)
+                needed = [s for s in self._segments if s.start < end and s.end > offset]
+        if needed is None:
+            return self.source.fetch(offset, end)
+        try:
+            chunks = [(seg, seg.future.result()) for seg in needed]
+        except BaseException:
+            with self._lock:
+                self._drop_stream()
+                self._last_end = None
+            raise
+        with self._lock:
+            self._last_end = end
+            if self._stream_start >= 0:
+                self._advance(end)
+        if len(chunks) == 1:
+            seg, data = chunks[0]
+            return memoryview(data)[offset - seg.start : end - seg.start]
+        parts = []
+        for seg, data in chunks:
+            lo = max(offset, seg.start) - seg.start
+            hi = min(end, seg.end) - seg.start
+            parts.append(memoryview(data)[lo:hi])
+        return b"".join(parts)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_stream()
+
+    @property
+    def window(self) -> int:
+        with self._lock:
+            return self._window
+
+    @property
+    def buffered_bytes(self) -> int:
+        with self._lock:
+            return sum(s.end - s.start for s in self._segments)
+
+
+def _bind(fn: Callable[[int, int], bytes], start: int, end: int) -> Callable[[], bytes]:
+    def call() -> bytes:
+        return fn(start, end)
+
+    return call
