@@ -70,7 +70,7 @@ class Broker:
         self.infos: dict[str, TargetInfo] = {}
         self.broker_id = settings.effective_broker_id
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._ended_without_report: dict[str, float] = {}
         self._cancel_sent: set[str] = set()
@@ -81,35 +81,53 @@ class Broker:
     async def start(self) -> None:
         self._stopping = False
         await self.probe_targets()
-        self._task = asyncio.create_task(self._loop(), name="bridge-broker")
+        self._tasks = [
+            asyncio.create_task(self._dispatch_loop(), name="bridge-dispatch"),
+            asyncio.create_task(self._reconcile_loop(), name="bridge-reconcile"),
+        ]
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await asyncio.gather(*self._tasks)
+        self._tasks = []
         for backend in self.backends.values():
             await backend.close()
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def _loop(self) -> None:
-        interval = self.settings.broker.poll_interval_s
+    async def _dispatch_loop(self) -> None:
+        """New tasks go out as soon as they arrive (after a short gathering pause),
+        without waiting for a reconcile pass."""
+        cfg = self.settings.broker
         while not self._stopping:
-            try:
-                await self.run_once()
-            except Exception:  # one bad turn must not stop the broker
-                log.exception("broker turn failed; retrying")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
-                await asyncio.sleep(self.settings.broker.gather_s)
+                await asyncio.wait_for(self._wake.wait(), cfg.poll_interval_s)
+                await asyncio.sleep(cfg.gather_s)
             self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                await self.dispatch()
+            except Exception:  # one bad turn must not stop the broker
+                log.exception("dispatch failed; retrying")
+
+    async def _reconcile_loop(self) -> None:
+        cfg = self.settings.broker
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                if started - self._last_probe > 60:
+                    await self.probe_targets()
+                await asyncio.to_thread(self.store.renew_leases, self.broker_id, cfg.lease_s)
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile failed; retrying")
+            await asyncio.sleep(max(0.0, cfg.poll_interval_s - (time.monotonic() - started)))
 
     async def run_once(self) -> None:
-        if time.monotonic() - self._last_probe > 60:
-            await self.probe_targets()
+        """One full turn, as the loops do it (for tools and tests)."""
         await asyncio.to_thread(
             self.store.renew_leases, self.broker_id, self.settings.broker.lease_s
         )
@@ -138,41 +156,46 @@ class Broker:
         tasks = await asyncio.to_thread(
             self.store.claim, self.broker_id, [State.QUEUED], cfg.claim_batch, cfg.lease_s
         )
+        if not tasks:
+            return
+        prepared = await asyncio.to_thread(self._prepare_all, tasks)
         groups: dict[tuple[str, Resources], list[_Submission]] = defaultdict(list)
-        for task in tasks:
-            sub = await asyncio.to_thread(self._prepare, task)
-            if sub is not None:
-                groups[(sub.attempt.target, sub.spec.resources)].append(sub)
+        for sub in prepared:
+            groups[(sub.attempt.target, sub.spec.resources)].append(sub)
         for (target, _), subs in groups.items():
             await self._submit(target, subs)
 
-    def _prepare(self, task: TaskRow) -> _Submission | None:
+    def _prepare_all(self, tasks: Sequence[TaskRow]) -> list[_Submission]:
+        """Route every claimed task, start their attempts in one transaction and write
+        each work directory's ``task.json``."""
         candidates = [Candidate(c, self.infos.get(c.name)) for c in self.settings.targets]
-        placement = route(Request.from_document(task.document, task.owner), candidates)
-        try:
+        placed: list[tuple[TaskRow, str, str, str]] = []
+        for task in tasks:
+            placement = route(Request.from_document(task.document, task.owner), candidates)
             if placement.target is None:
-                self.store.transition(task.id, State.SYSTEM_ERROR, placement.reason)
-                return None
+                self._fail(task.id, placement.reason)
+                continue
             target = self.configs[placement.target]
-            work_url = workspace.task_url(
-                target.work_url or self.settings.effective_work_url, task.id
-            )
-            attempt = self.store.start_attempt(task, target.name)
-            runtime = {
+            base = target.work_url or self.settings.effective_work_url
+            placed.append((task, target.name, placement.reason, workspace.task_url(base, task.id)))
+        attempts = self.store.place_many(placed)
+        subs = []
+        for (task, name, reason, work_url), attempt in zip(placed, attempts, strict=True):
+            target = self.configs[name]
+            runtime: dict[str, Any] = {
                 "container_runtime": _param(task, "container_runtime") or target.container_runtime,
                 "attempt": attempt.number,
             }
             if self.settings.public_url:
                 runtime["api_url"] = self.settings.public_url
-            workspace.write_task(work_url, _public_document(task), runtime)
-            self.store.set_placement(task.id, target.name, placement.reason, work_url)
-        except InvalidTransition:
-            return None  # cancelled meanwhile
-        except OSError as err:
-            self._fail(task.id, f"could not write the work directory: {err}")
-            return None
-        spec = self._job_spec(task, target, work_url, attempt.number)
-        return _Submission(task, attempt, spec, placement.reason)
+            try:
+                workspace.write_task(work_url, _public_document(task), runtime)
+            except OSError as err:
+                self._fail(task.id, f"could not write the work directory {work_url}: {err}")
+                continue
+            spec = self._job_spec(task, target, work_url, attempt.number)
+            subs.append(_Submission(task, attempt, spec, reason))
+        return subs
 
     def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
         res = task.document.get("resources") or {}
@@ -221,27 +244,43 @@ class Broker:
                         self._fail, sub.task.id, f"{target} refused the job: {err}"
                     )
                 return
-            for sub, job_id in zip(subs, job_ids, strict=True):
-                await asyncio.to_thread(self._submitted, sub, job_id)
+            await asyncio.to_thread(self._submitted_all, list(zip(subs, job_ids, strict=True)))
             return
-        for index, sub in enumerate(subs):
-            try:
-                job_id = await backend.submit(sub.spec)
-            except BackendUnavailable:
-                for waiting in subs[index:]:
-                    await asyncio.to_thread(self._requeue, waiting)
-                return
-            except (SchedulerError, OSError) as err:
-                await asyncio.to_thread(self._fail, sub.task.id, f"{target} refused the job: {err}")
-                continue
-            await asyncio.to_thread(self._submitted, sub, job_id)
+        # One by one, but several in flight: a submit is mostly waiting on the
+        # target (sbatch, an SSH round trip), so a few at once multiply the rate.
+        limit = asyncio.Semaphore(self.settings.broker.submit_concurrency)
+        full = asyncio.Event()
+
+        async def one(sub: _Submission) -> None:
+            async with limit:
+                if full.is_set():
+                    await asyncio.to_thread(self._requeue, sub)
+                    return
+                try:
+                    job_id = await backend.submit(sub.spec)
+                except BackendUnavailable:
+                    full.set()
+                    await asyncio.to_thread(self._requeue, sub)
+                    return
+                except (SchedulerError, OSError) as err:
+                    await asyncio.to_thread(
+                        self._fail, sub.task.id, f"{target} refused the job: {err}"
+                    )
+                    return
+                await asyncio.to_thread(self._submitted, sub, job_id)
+
+        await asyncio.gather(*(one(sub) for sub in subs))
+
+    def _submitted_all(self, pairs: Sequence[tuple[_Submission, str]]) -> None:
+        self.store.record_submissions(
+            [
+                (sub.attempt, sub.task.id, job_id, f"placed on {sub.reason}; job {job_id}")
+                for sub, job_id in pairs
+            ]
+        )
 
     def _submitted(self, sub: _Submission, job_id: str) -> None:
-        self.store.set_job_id(sub.attempt.id, job_id)
-        with contextlib.suppress(InvalidTransition):  # cancelled meanwhile: reconcile cancels
-            self.store.transition(
-                sub.task.id, State.INITIALIZING, f"placed on {sub.reason}; job {job_id}"
-            )
+        self._submitted_all([(sub, job_id)])
 
     def _requeue(self, sub: _Submission) -> None:
         """The target is full: forget this attempt, leave the task QUEUED for a later turn."""
@@ -259,6 +298,7 @@ class Broker:
             return
         attempts = await asyncio.to_thread(self.store.current_attempts, tasks)
         jobs = await self._job_states(tasks, attempts)
+        running: list[tuple[TaskRow, AttemptRow | None, JobStatus | None]] = []
         for task in tasks:
             attempt = attempts.get(task.id)
             job = (
@@ -266,11 +306,19 @@ class Broker:
                 if attempt and attempt.backend_job_id
                 else None
             )
-            try:
-                if task.state == State.CANCELING:
+            if task.state == State.CANCELING:
+                with contextlib.suppress(InvalidTransition):
                     await self._advance_cancel(task, attempt, job)
-                else:
-                    await asyncio.to_thread(self._advance, task, attempt, job)
+            else:
+                running.append((task, attempt, job))
+        await asyncio.to_thread(self._advance_all, running)
+
+    def _advance_all(
+        self, items: Sequence[tuple[TaskRow, AttemptRow | None, JobStatus | None]]
+    ) -> None:
+        for task, attempt, job in items:
+            try:
+                self._advance(task, attempt, job)
             except InvalidTransition as err:
                 log.debug("skipped a stale transition: %s", err)
 

@@ -80,6 +80,7 @@ class BrokerConfig(BaseModel):
     # After a nudge, wait this long so tasks arriving together are dispatched
     # together (and become one array job where the target has arrays).
     gather_s: float = 0.05
+    submit_concurrency: int = 4  # submissions in flight per target when not batching
     lease_s: float = 30.0
     max_retries: int = 1
     claim_batch: int = 200

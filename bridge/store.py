@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import sqlite3
 import threading
@@ -472,28 +473,51 @@ class TaskStore:
                 update(T).where(T.c.id == task_id).values(lease_owner=None, lease_expires=None)
             )
 
-    def set_placement(self, task_id: str, target: str, reason: str, work_url: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(T)
-                .where(T.c.id == task_id)
-                .values(target=target, placement_reason=reason, work_url=work_url)
-            )
-
     # -- attempts -----------------------------------------------------------------
 
     def start_attempt(self, task: TaskRow, target: str) -> AttemptRow:
-        number = task.attempt + 1
         with self.engine.begin() as conn:
-            attempt_id = conn.execute(
-                insert(ATTEMPTS)
-                .values(
-                    task_seq=task.seq, number=number, target=target, status="{}", finished=False
+            return self._start_attempt(conn, task, target, {})
+
+    def place_many(self, items: Sequence[tuple[TaskRow, str, str, str]]) -> list[AttemptRow]:
+        """Start an attempt for each ``(task, target, reason, work_url)``, in one transaction."""
+        with self.engine.begin() as conn:
+            return [
+                self._start_attempt(
+                    conn,
+                    task,
+                    target,
+                    {"target": target, "placement_reason": reason, "work_url": work_url},
                 )
-                .returning(ATTEMPTS.c.id)
-            ).scalar_one()
-            conn.execute(update(T).where(T.c.seq == task.seq).values(attempt=number))
+                for task, target, reason, work_url in items
+            ]
+
+    def _start_attempt(
+        self, conn: Connection, task: TaskRow, target: str, placement: dict[str, Any]
+    ) -> AttemptRow:
+        number = task.attempt + 1
+        attempt_id = conn.execute(
+            insert(ATTEMPTS)
+            .values(task_seq=task.seq, number=number, target=target, status="{}", finished=False)
+            .returning(ATTEMPTS.c.id)
+        ).scalar_one()
+        conn.execute(update(T).where(T.c.seq == task.seq).values(attempt=number, **placement))
         return AttemptRow(attempt_id, task.seq, number, target, None, None, None, None, {}, False)
+
+    def record_submissions(self, items: Sequence[tuple[AttemptRow, str, str, str]]) -> None:
+        """For each ``(attempt, task_id, job_id, reason)``: keep the job id and move the
+        task to INITIALIZING (a task cancelled meanwhile keeps its state), in one
+        transaction."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for attempt, task_id, job_id, reason in items:
+                conn.execute(
+                    update(ATTEMPTS)
+                    .where(ATTEMPTS.c.id == attempt.id)
+                    .values(backend_job_id=job_id, submitted_time=now)
+                )
+                with contextlib.suppress(InvalidTransition):
+                    self._transition(conn, task_id, State.INITIALIZING, reason, True, {})
 
     def abandon_attempt(self, attempt: AttemptRow) -> None:
         """Forget an attempt that was never submitted (the target was full)."""
@@ -503,14 +527,6 @@ class TaskStore:
                 update(T)
                 .where(and_(T.c.seq == attempt.task_seq, T.c.attempt == attempt.number))
                 .values(attempt=attempt.number - 1)
-            )
-
-    def set_job_id(self, attempt_id: int, job_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(ATTEMPTS)
-                .where(ATTEMPTS.c.id == attempt_id)
-                .values(backend_job_id=job_id, submitted_time=utcnow())
             )
 
     def update_attempt(

@@ -133,7 +133,8 @@ def test_expired_lease_is_taken_over(store: TaskStore) -> None:
 def test_attempts_are_kept_in_order(store: TaskStore) -> None:
     task_id = store.create(doc("a"))
     first = store.start_attempt(store.get(task_id), "local")
-    store.set_job_id(first.id, "123")
+    store.record_submissions([(first, task_id, "123", "placed on local")])
+    assert store.get(task_id).state == State.INITIALIZING
     store.update_attempt(first.id, {"state": "SYSTEM_ERROR"}, finished=True)
     second = store.start_attempt(store.get(task_id), "local")
     row = store.get(task_id)
