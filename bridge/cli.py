@@ -184,7 +184,11 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
         async def go() -> str:
             try:
-                return await bootstrap_agent(runner, wheel, args.remote_dir)
+                remote_dir = args.remote_dir
+                if remote_dir.startswith("~/"):  # argv is not expanded by a shell
+                    home = (await runner.run(["printenv", "HOME"])).stdout.strip()
+                    remote_dir = f"{home}/{remote_dir[2:]}"
+                return await bootstrap_agent(runner, wheel, remote_dir)
             finally:
                 await runner.close()
 
