@@ -26,6 +26,12 @@ def _absolute(value: str | None) -> str | None:
     return value
 
 
+def _file_type(value: str) -> str:
+    if value not in ("FILE", "DIRECTORY"):
+        raise ValueError("must be FILE or DIRECTORY")
+    return value
+
+
 class _Doc(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
@@ -61,12 +67,7 @@ class Input(_Doc):
 
     _path = field_validator("path")(_absolute)
 
-    @field_validator("type")
-    @classmethod
-    def _file_type(cls, value: str) -> str:
-        if value not in ("FILE", "DIRECTORY"):
-            raise ValueError("must be FILE or DIRECTORY")
-        return value
+    _type = field_validator("type")(_file_type)
 
     @model_validator(mode="after")
     def _url_xor_content(self) -> Input:
@@ -92,12 +93,7 @@ class Output(_Doc):
 
     _path = field_validator("path", "path_prefix")(_absolute)
 
-    @field_validator("type")
-    @classmethod
-    def _file_type(cls, value: str) -> str:
-        if value not in ("FILE", "DIRECTORY"):
-            raise ValueError("must be FILE or DIRECTORY")
-        return value
+    _type = field_validator("type")(_file_type)
 
     @model_validator(mode="after")
     def _prefix_for_wildcards(self) -> Output:
