@@ -61,6 +61,7 @@ SCHEME = "s3"
 NAME_MAX = 255
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+_LIST_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class FsConfig:
     small_threshold: int = 1024 * 1024
     small_ahead: int = 64
     small_bytes: int = 64 * 1024 * 1024
+    #: Per directory listing, how many objects small enough to be symlinks get a HEAD.
+    listing_heads: int = 1000
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class _DirHandle:
     done: bool = False
     reported: int = 0
     extra_added: bool = False
+    heads_left: int = 0
+    pending: dict[str, Future[ObjectInfo | None]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -355,7 +360,7 @@ class FusionFS:
         if not node.kind.is_dir:
             raise _err(errno.ENOTDIR, node.name)
         fh = self._fh()
-        handle = _DirHandle(fh, node)
+        handle = _DirHandle(fh, node, heads_left=self.config.listing_heads)
         if node.kind is Kind.ROOT:
             handle.entries.append((SCHEME, Kind.SCHEME, None))
             handle.done = True
@@ -370,31 +375,26 @@ class FusionFS:
         return fh
 
     def _fill(self, handle: _DirHandle, want: int) -> None:
-        """Materialize listing entries until ``want`` are known or the listing ends."""
+        """Materialize listing entries, a LIST page at a time, until ``want`` are known."""
         node = handle.node
         prefix = node.key
-        batch: list[tuple[str, Kind, ObjectInfo | None]] = []
-        while not handle.done and len(handle.entries) + len(batch) < want:
+        while not handle.done and len(handle.entries) < want:
             assert handle.source is not None
-            try:
-                entry = next(handle.source)
-            except StopIteration:
-                handle.done = True
-                break
-            if isinstance(entry, CommonPrefix):
-                name = entry.prefix[len(prefix) : -1]
-                if not _valid_name(name):
-                    continue
-                batch.append((name, Kind.DIR, None))
+            batch: list[tuple[str, Kind, ObjectInfo | None]] = []
+            for entry in handle.source:
+                if isinstance(entry, CommonPrefix):
+                    name = entry.prefix[len(prefix) : -1]
+                    if _valid_name(name):
+                        batch.append((name, Kind.DIR, None))
+                else:
+                    name = entry.key[len(prefix) :]
+                    # Skips the directory's own marker "prefix/" and unnamable keys.
+                    if _valid_name(name):
+                        batch.append((name, Kind.FILE, entry))
+                if len(batch) >= _LIST_PAGE:
+                    break
             else:
-                name = entry.key[len(prefix) :]
-                if not _valid_name(name):
-                    continue  # the directory's own marker "prefix/" and unnamable keys
-                batch.append((name, Kind.FILE, entry))
-            if len(batch) >= 1000:
-                self._add_batch(handle, batch)
-                batch = []
-        if batch:
+                handle.done = True
             self._add_batch(handle, batch)
         if handle.done and not handle.extra_added:
             handle.extra_added = True
@@ -411,30 +411,10 @@ class FusionFS:
         self, handle: _DirHandle, batch: list[tuple[str, Kind, ObjectInfo | None]]
     ) -> None:
         node = handle.node
-        # Small objects may be symlinks; a listing does not carry metadata, so ask.
-        unknown = [
-            (i, info)
-            for i, (name, kind, info) in enumerate(batch)
-            if kind is Kind.FILE
-            and info is not None
-            and info.size <= MAX_TARGET
-            and self._known_kind(node.bucket, info.key) is None
-        ]
-        heads = {
-            i: self.fetch_pool.submit(self.store.head, node.bucket, info.key) for i, info in unknown
-        }
-        for i, fut in heads.items():
-            try:
-                got = fut.result()
-            except StoreError:
-                continue
-            name, _kind, _info = batch[i]
-            if got is not None:
-                batch[i] = (name, self._kind_of(got), got)
-                self.meta.put(node.bucket, got.key, Resolution(self._kind_of(got), got))
         resolutions: list[tuple[str, Resolution]] = []
         for name, kind, info in batch:
-            known = self._known_kind(node.bucket, node.child_key(name))
+            key = node.child_key(name)
+            known = self._known_kind(node.bucket, key)
             if kind is Kind.FILE and known is Kind.SYMLINK:
                 kind = Kind.SYMLINK
             pos = handle.index.get(name)
@@ -442,11 +422,38 @@ class FusionFS:
                 # "a" (object) and "a/" (prefix) both exist: the directory wins.
                 if kind is Kind.DIR and pos >= handle.reported:
                     handle.entries[pos] = (name, Kind.DIR, None)
+                    handle.pending.pop(name, None)
                 continue
+            # A listing carries no metadata: a small object may be a symlink. Ask, in
+            # parallel and ahead of the reader, for the first ``listing_heads`` of them.
+            # Past that budget they are listed as files: a symlink among thousands of
+            # tiny objects shows as a file until its entry expires (SEMANTICS.md).
+            tiny = kind is Kind.FILE and info is not None and info.size <= MAX_TARGET
+            if tiny and known is None and handle.heads_left > 0:
+                handle.heads_left -= 1
+                handle.pending[name] = self.fetch_pool.submit(self.store.head, node.bucket, key)
             handle.index[name] = len(handle.entries)
             handle.entries.append((name, kind, info))
-            resolutions.append((node.child_key(name), Resolution(kind, info)))
+            if name not in handle.pending:
+                resolutions.append((key, Resolution(kind, info)))
         self.meta.put_many(node.bucket, resolutions)
+
+    def _settle(self, handle: _DirHandle, pos: int) -> tuple[str, Kind, ObjectInfo | None]:
+        """Entry ``pos``, after its HEAD (if one was sent) has answered."""
+        name, kind, info = handle.entries[pos]
+        fut = handle.pending.pop(name, None)
+        if fut is None:
+            return name, kind, info
+        try:
+            got = fut.result()
+        except StoreError:
+            return name, kind, info
+        if got is not None:
+            kind, info = self._kind_of(got), got
+            handle.entries[pos] = (name, kind, info)
+            res = Resolution(kind, info)
+            self.meta.put(handle.node.bucket, got.key, res)
+        return name, kind, info
 
     def _known_kind(self, bucket: str, key: str) -> Kind | None:
         res = self.meta.get(bucket, key)
@@ -466,10 +473,10 @@ class FusionFS:
             pos = start
             while True:
                 if pos >= len(handle.entries):
-                    self._fill(handle, pos + 128)
+                    self._fill(handle, pos + 1)
                     if pos >= len(handle.entries):
                         return
-                name, kind, info = handle.entries[pos]
+                name, kind, info = self._settle(handle, pos)
                 node = self._materialize(handle.node, name, Resolution(kind, info))
                 handle.reported = max(handle.reported, pos + 1)
                 yield name, self.attr(node), pos + 1

@@ -215,11 +215,11 @@ class FusionOperations(pyfuse3.Operations):
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
         def collect() -> list[tuple[str, Attr, int]]:
-            # One buffer of the kernel holds a few dozen entries; produce a few more.
+            # One kernel buffer holds a few dozen entries; produce about that many.
             out = []
             for item in self.fs.readdir(fh, start_id):
                 out.append(item)
-                if len(out) >= 256:
+                if len(out) >= 64:
                     break
             return out
 

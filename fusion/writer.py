@@ -67,6 +67,7 @@ class WriteSession:
         fd, self.spool_path = tempfile.mkstemp(prefix="spool-", dir=spool_dir)
         self._fd = fd
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
         self._size = 0
         self._sequential = True
         self._dirty = True
@@ -92,6 +93,10 @@ class WriteSession:
     def load(self, fill: Callable[[str], None], size: int) -> None:
         """Fill the spool with the current object (``fill(path)`` downloads it)."""
         fill(self.spool_path)
+        # The filler may have replaced the file (download to a temporary, then rename).
+        fd = os.open(self.spool_path, os.O_RDWR)
+        old, self._fd = self._fd, fd
+        os.close(old)
         with self._lock:
             self._size = os.path.getsize(self.spool_path)
             if self._size != size:
@@ -153,17 +158,15 @@ class WriteSession:
         self._parts[part] = self.pool.submit(self._upload_part, part)
 
     def _ensure_upload_id(self) -> str:
-        with self._lock:
-            if self._upload_id is not None:
-                return self._upload_id
-        upload_id = self.store.create_multipart(self.bucket, self.key, self.metadata)
-        with self._lock:
-            if self._upload_id is None:
+        # One creator at a time: racing CreateMultipartUpload calls would leave orphans.
+        with self._create_lock:
+            with self._lock:
+                if self._upload_id is not None:
+                    return self._upload_id
+            upload_id = self.store.create_multipart(self.bucket, self.key, self.metadata)
+            with self._lock:
                 self._upload_id = upload_id
-                return upload_id
-            winner = self._upload_id
-        self.store.abort_multipart(self.bucket, self.key, upload_id)
-        return winner
+            return upload_id
 
     def _upload_part(self, part: int) -> UploadedPart:
         upload_id = self._ensure_upload_id()
