@@ -34,7 +34,7 @@ from bridge import workspace
 from bridge.config import Settings, TargetConfig
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
-from bridge.store import AttemptRow, TaskRow, TaskStore, utcnow
+from bridge.store import AttemptRow, Changes, TaskRow, TaskStore
 from schedulers.base import Backend, JobSpec, JobState, JobStatus, Resources, TargetInfo
 from schedulers.errors import BackendUnavailable, SchedulerError
 
@@ -158,12 +158,21 @@ class Broker:
         )
         if not tasks:
             return
+        started = time.monotonic()
         prepared = await asyncio.to_thread(self._prepare_all, tasks)
+        placed = time.monotonic()
         groups: dict[tuple[str, Resources], list[_Submission]] = defaultdict(list)
         for sub in prepared:
             groups[(sub.attempt.target, sub.spec.resources)].append(sub)
         for (target, _), subs in groups.items():
             await self._submit(target, subs)
+        log.info(
+            "dispatched %d tasks in %d group(s) in %.2f s (placing %.2f s)",
+            len(prepared),
+            len(groups),
+            time.monotonic() - started,
+            placed - started,
+        )
 
     def _prepare_all(self, tasks: Sequence[TaskRow]) -> list[_Submission]:
         """Route every claimed task, start their attempts in one transaction and write
@@ -299,6 +308,7 @@ class Broker:
         attempts = await asyncio.to_thread(self.store.current_attempts, tasks)
         jobs = await self._job_states(tasks, attempts)
         running: list[tuple[TaskRow, AttemptRow | None, JobStatus | None]] = []
+        canceling: list[tuple[TaskRow, AttemptRow | None, JobStatus | None]] = []
         for task in tasks:
             attempt = attempts.get(task.id)
             job = (
@@ -306,21 +316,18 @@ class Broker:
                 if attempt and attempt.backend_job_id
                 else None
             )
-            if task.state == State.CANCELING:
-                with contextlib.suppress(InvalidTransition):
-                    await self._advance_cancel(task, attempt, job)
-            else:
-                running.append((task, attempt, job))
+            (canceling if task.state == State.CANCELING else running).append((task, attempt, job))
+        if canceling:
+            await self._cancel_all(canceling)
         await asyncio.to_thread(self._advance_all, running)
 
     def _advance_all(
         self, items: Sequence[tuple[TaskRow, AttemptRow | None, JobStatus | None]]
     ) -> None:
+        changes = Changes()
         for task, attempt, job in items:
-            try:
-                self._advance(task, attempt, job)
-            except InvalidTransition as err:
-                log.debug("skipped a stale transition: %s", err)
+            self._advance(task, attempt, job, changes)
+        self.store.apply(changes)
 
     async def _job_states(
         self, tasks: Sequence[TaskRow], attempts: Mapping[str, AttemptRow | None]
@@ -343,27 +350,26 @@ class Broker:
             out.update({(target, job_id): st for job_id, st in states.items()})
         return out
 
-    def _advance(self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None) -> None:
+    def _advance(
+        self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None, changes: Changes
+    ) -> None:
         if attempt is None or task.work_url is None:
             return
         status = workspace.read_status(task.work_url, attempt.number)
         if status is not None and status != attempt.status:
-            self.store.update_attempt(
-                attempt.id, status, start_time=_time(status.get("start_time"))
-            )
+            changes.statuses.append((attempt.id, status, _time(status.get("start_time"))))
         agent_state = (status or {}).get("state")
-        if agent_state == "RUNNING" and task.state == State.INITIALIZING:
-            self.store.transition(task.id, State.RUNNING, "the first executor started")
         final = AGENT_FINAL.get(agent_state or "")
         if final is not None:
-            self._finish(task, attempt, final, _final_reason(final, status or {}))
+            self._finish(task, attempt, final, _final_reason(final, status or {}), changes)
             return
         if agent_state == "CANCELED":
             why = job.reason if job and job.reason else "the job was signalled to stop"
-            self._finish(
-                task, attempt, State.SYSTEM_ERROR, f"the job was stopped outside the broker: {why}"
-            )
+            reason = f"the job was stopped outside the broker: {why}"
+            self._finish(task, attempt, State.SYSTEM_ERROR, reason, changes)
             return
+        if agent_state == "RUNNING" and task.state == State.INITIALIZING:
+            changes.move(task.id, State.RUNNING, "the first executor started")
         if job is None or not job.state.finished:
             self._ended_without_report.pop(task.id, None)
             return
@@ -371,9 +377,11 @@ class Broker:
         if time.monotonic() - first_seen < REPORT_GRACE_S:
             return
         self._ended_without_report.pop(task.id, None)
-        self._job_ended_silently(task, attempt, job)
+        self._job_ended_silently(task, attempt, job, changes)
 
-    def _job_ended_silently(self, task: TaskRow, attempt: AttemptRow, job: JobStatus) -> None:
+    def _job_ended_silently(
+        self, task: TaskRow, attempt: AttemptRow, job: JobStatus, changes: Changes
+    ) -> None:
         detail = f"{attempt.target} job {attempt.backend_job_id} ended {job.state.value}"
         if job.exit_code is not None:
             detail += f" (exit {job.exit_code})"
@@ -382,44 +390,46 @@ class Broker:
         detail += " before the agent reported"
         limit = int(_param(task, "max_retries") or self.settings.broker.max_retries)
         if job.state in RETRYABLE and attempt.number <= limit:
-            self.store.update_attempt(attempt.id, end_time=utcnow(), finished=True)
-            self.store.transition(
+            changes.finished.append(attempt.id)
+            changes.move(
                 task.id, State.QUEUED, f"{detail}; retrying (attempt {attempt.number + 1})"
             )
             return
         if job.state == JobState.CANCELLED:
             detail = f"the job was cancelled outside the broker: {detail}"
-        self._finish(task, attempt, State.SYSTEM_ERROR, detail)
+        self._finish(task, attempt, State.SYSTEM_ERROR, detail, changes)
 
-    def _finish(self, task: TaskRow, attempt: AttemptRow, state: State, reason: str) -> None:
-        self.store.update_attempt(attempt.id, end_time=utcnow(), finished=True)
-        self.store.transition(task.id, state, reason)
-
-    async def _advance_cancel(
-        self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None
+    @staticmethod
+    def _finish(
+        task: TaskRow, attempt: AttemptRow, state: State, reason: str, changes: Changes
     ) -> None:
-        if attempt is None or attempt.finished:
-            await asyncio.to_thread(
-                self.store.transition, task.id, State.CANCELED, "nothing was running"
-            )
-            return
-        if attempt.backend_job_id is None:
-            return  # submission in flight; the next turn has the job id
-        if job is not None and job.state.finished:
-            await asyncio.to_thread(
-                self._finish,
-                task,
-                attempt,
-                State.CANCELED,
-                f"{attempt.target} job {attempt.backend_job_id} cancelled",
-            )
-            return
-        if attempt.backend_job_id not in self._cancel_sent:
+        changes.finished.append(attempt.id)
+        changes.move(task.id, state, reason)
+
+    async def _cancel_all(
+        self, items: Sequence[tuple[TaskRow, AttemptRow | None, JobStatus | None]]
+    ) -> None:
+        """CANCELING tasks: cancel their jobs (one call per target), then mark them CANCELED
+        once the job is gone."""
+        changes = Changes()
+        to_cancel: dict[str, list[str]] = defaultdict(list)
+        for task, attempt, job in items:
+            if attempt is None or attempt.finished:
+                changes.move(task.id, State.CANCELED, "nothing was running")
+            elif attempt.backend_job_id is None:
+                continue  # submission in flight; the next pass has the job id
+            elif job is not None and job.state.finished:
+                reason = f"{attempt.target} job {attempt.backend_job_id} cancelled"
+                self._finish(task, attempt, State.CANCELED, reason, changes)
+            elif attempt.backend_job_id not in self._cancel_sent:
+                to_cancel[attempt.target].append(attempt.backend_job_id)
+        for target, job_ids in to_cancel.items():
             try:
-                await self.backends[attempt.target].cancel([attempt.backend_job_id])
-                self._cancel_sent.add(attempt.backend_job_id)
+                await self.backends[target].cancel(job_ids)
+                self._cancel_sent.update(job_ids)
             except (SchedulerError, OSError) as err:
-                log.warning("cancel of %s failed, will retry: %s", attempt.backend_job_id, err)
+                log.warning("cancel of %s on %s failed, will retry: %s", job_ids, target, err)
+        await asyncio.to_thread(self.store.apply, changes)
 
     def _fail(self, task_id: str, reason: str) -> None:
         with contextlib.suppress(InvalidTransition):

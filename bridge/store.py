@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import sqlite3
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.db import sqlite_pragmas
@@ -179,6 +179,21 @@ _NEW_TASK_COLUMNS = (
 )
 _TAG_COLUMNS = ("task_seq", "key", "value")
 _EVENT_COLUMNS = ("task_seq", "at", "from_state", "to_state", "reason")
+
+
+@dataclass
+class Changes:
+    """Writes gathered during one reconcile pass, applied in one transaction."""
+
+    statuses: list[tuple[int, dict[str, Any], datetime | None]] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+    moves: dict[State, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+
+    def move(self, task_id: str, to: State, reason: str) -> None:
+        self.moves[to].append((task_id, reason))
+
+    def __bool__(self) -> bool:
+        return bool(self.statuses or self.finished or any(self.moves.values()))
 
 
 class TaskStore:
@@ -412,6 +427,53 @@ class TaskStore:
         )
         return True
 
+    def transition_many(self, to: State, items: Sequence[tuple[str, str]]) -> list[str]:
+        """Move many tasks to ``to`` in one transaction; ``items`` are ``(task_id, reason)``.
+
+        Tasks the table does not allow to move (or already there) are skipped; the ids
+        that moved are returned.  Same rules and events as :meth:`transition`.
+        """
+        with self.engine.begin() as conn:
+            return self._transition_many(conn, to, items)
+
+    def _transition_many(
+        self, conn: Connection, to: State, items: Sequence[tuple[str, str]]
+    ) -> list[str]:
+        reasons = dict(items)
+        if not reasons:
+            return []
+        query = select(T.c.seq, T.c.id, T.c.state).where(T.c.id.in_(list(reasons)))
+        if self._postgres:
+            query = query.with_for_update()
+        by_state: dict[State, list[Any]] = defaultdict(list)
+        for row in conn.execute(query).all():
+            current = State(row.state)
+            if current != to and can_transition(current, to):
+                by_state[current].append(row)
+        now = utcnow()
+        values: dict[str, Any] = {"state": to.value, "updated_time": now}
+        if to in TERMINAL:
+            values.update(lease_owner=None, lease_expires=None)
+        moved: list[str] = []
+        events: list[tuple[Any, ...]] = []
+        at = self._db_time(now)
+        for current, rows in by_state.items():
+            done = set(
+                conn.execute(
+                    update(T)
+                    .where(and_(T.c.seq.in_([r.seq for r in rows]), T.c.state == current.value))
+                    .values(**values)
+                    .returning(T.c.seq)
+                ).scalars()
+            )
+            for r in rows:
+                if r.seq in done:
+                    moved.append(r.id)
+                    events.append((r.seq, at, current.value, to.value, reasons[r.id][:4000]))
+        if events:
+            conn.exec_driver_sql(self._insert_sql(EVENTS, _EVENT_COLUMNS), events)
+        return moved
+
     def request_cancel(self, task_id: str, owner: str | None = None) -> State:
         """Cancel: QUEUED and not yet claimed -> CANCELED; running -> CANCELING.
 
@@ -481,16 +543,52 @@ class TaskStore:
 
     def place_many(self, items: Sequence[tuple[TaskRow, str, str, str]]) -> list[AttemptRow]:
         """Start an attempt for each ``(task, target, reason, work_url)``, in one transaction."""
+        if not items:
+            return []
         with self.engine.begin() as conn:
-            return [
-                self._start_attempt(
-                    conn,
-                    task,
-                    target,
-                    {"target": target, "placement_reason": reason, "work_url": work_url},
+            ids = (
+                conn.execute(
+                    insert(ATTEMPTS).returning(ATTEMPTS.c.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "task_seq": task.seq,
+                            "number": task.attempt + 1,
+                            "target": target,
+                            "status": "{}",
+                            "finished": False,
+                        }
+                        for task, target, _, _ in items
+                    ],
                 )
-                for task, target, reason, work_url in items
-            ]
+                .scalars()
+                .all()
+            )
+            conn.execute(
+                update(T)
+                .where(T.c.seq == bindparam("b_seq"))
+                .values(
+                    attempt=bindparam("b_attempt"),
+                    target=bindparam("b_target"),
+                    placement_reason=bindparam("b_reason"),
+                    work_url=bindparam("b_url"),
+                ),
+                [
+                    {
+                        "b_seq": task.seq,
+                        "b_attempt": task.attempt + 1,
+                        "b_target": target,
+                        "b_reason": reason,
+                        "b_url": url,
+                    }
+                    for task, target, reason, url in items
+                ],
+            )
+        return [
+            AttemptRow(
+                attempt_id, task.seq, task.attempt + 1, target, None, None, None, None, {}, False
+            )
+            for attempt_id, (task, target, _, _) in zip(ids, items, strict=True)
+        ]
 
     def _start_attempt(
         self, conn: Connection, task: TaskRow, target: str, placement: dict[str, Any]
@@ -504,20 +602,43 @@ class TaskStore:
         conn.execute(update(T).where(T.c.seq == task.seq).values(attempt=number, **placement))
         return AttemptRow(attempt_id, task.seq, number, target, None, None, None, None, {}, False)
 
+    def apply(self, changes: Changes) -> None:
+        """Attempt statuses, finished attempts and state moves, in one transaction."""
+        if not changes:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for attempt_id, status, start in changes.statuses:  # few per pass, each different
+                values: dict[str, Any] = {"status": json.dumps(status, separators=(",", ":"))}
+                if start is not None:
+                    values["start_time"] = start
+                conn.execute(update(ATTEMPTS).where(ATTEMPTS.c.id == attempt_id).values(**values))
+            if changes.finished:
+                conn.execute(
+                    update(ATTEMPTS)
+                    .where(ATTEMPTS.c.id.in_(changes.finished))
+                    .values(end_time=now, finished=True)
+                )
+            for to, items in changes.moves.items():
+                self._transition_many(conn, to, items)
+
     def record_submissions(self, items: Sequence[tuple[AttemptRow, str, str, str]]) -> None:
         """For each ``(attempt, task_id, job_id, reason)``: keep the job id and move the
         task to INITIALIZING (a task cancelled meanwhile keeps its state), in one
         transaction."""
+        if not items:
+            return
         now = utcnow()
         with self.engine.begin() as conn:
-            for attempt, task_id, job_id, reason in items:
-                conn.execute(
-                    update(ATTEMPTS)
-                    .where(ATTEMPTS.c.id == attempt.id)
-                    .values(backend_job_id=job_id, submitted_time=now)
-                )
-                with contextlib.suppress(InvalidTransition):
-                    self._transition(conn, task_id, State.INITIALIZING, reason, True, {})
+            conn.execute(
+                update(ATTEMPTS)
+                .where(ATTEMPTS.c.id == bindparam("b_id"))
+                .values(backend_job_id=bindparam("b_job"), submitted_time=now),
+                [{"b_id": attempt.id, "b_job": job_id} for attempt, _, job_id, _ in items],
+            )
+            self._transition_many(
+                conn, State.INITIALIZING, [(task_id, reason) for _, task_id, _, reason in items]
+            )
 
     def abandon_attempt(self, attempt: AttemptRow) -> None:
         """Forget an attempt that was never submitted (the target was full)."""
