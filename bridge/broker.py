@@ -194,6 +194,10 @@ class Broker:
             runtime: dict[str, Any] = {
                 "container_runtime": _param(task, "container_runtime") or target.container_runtime,
                 "attempt": attempt.number,
+                "fusion": {
+                    "mode": target.fusion,
+                    "cache_bytes": int(target.fusion_cache_gb * 2**30),
+                },
             }
             if self.settings.public_url:
                 runtime["api_url"] = self.settings.public_url

@@ -34,6 +34,10 @@ class TargetConfig(BaseModel):
     name: str
     kind: Literal["local", "slurm", "dask", "aws_batch"]
     container_runtime: ContainerRuntime = "auto"
+    # /fusion/s3/<bucket>/<key> in tasks: a FUSE mount where possible (auto), always
+    # (mount), copy-staging (stage, for nodes without FUSE) or not at all (off)
+    fusion: Literal["auto", "mount", "stage", "off"] = "auto"
+    fusion_cache_gb: float = 2.0
     agent_command: list[str] | None = None  # how to start bridge-agent on the node
     max_parallel: int | None = None
     max_cpus: int | None = None

@@ -36,7 +36,8 @@ from typing import Any
 from bridge.agent.cancel import CancelToken
 from bridge.agent.errors import AgentError, StagingError, TaskCanceled, TaskFileError
 from bridge.agent.executor import Streams, run_launch, tail
-from bridge.agent.paths import PathMap, task_prefixes
+from bridge.agent.fusion_io import FusionSession
+from bridge.agent.paths import PathMap, task_prefixes, uses_fusion
 from bridge.agent.redact import scrub, secret_values
 from bridge.agent.runtime import Launch, RuntimeKind, RuntimeSelector, container_name, plan_launch
 from bridge.agent.staging import CopyStager, Stager, prepare_layout, stage_inputs, upload_outputs
@@ -92,6 +93,7 @@ class Attempt:
         self.stager = stager
         self.keep_scratch = keep_scratch
         self.scratch: Path | None = None
+        self.fusion: FusionSession | None = None
         for ex in task.executors:
             reporter.secrets += secret_values(ex.env)
 
@@ -100,6 +102,9 @@ class Attempt:
             self._publish("INITIALIZING")
             return self._run()
         finally:
+            if self.fusion is not None:  # never leave a mount behind, whatever happened
+                for message in self.fusion.close():
+                    log.warning("%s", message)
             if self.scratch is not None and not self.keep_scratch:
                 shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -130,7 +135,16 @@ class Attempt:
         try:
             paths = self._make_scratch()
             prepare_layout(paths, self.task.outputs, self.task.volumes)
-            stage_inputs(self.task.inputs, paths, self.stager)
+            stager = self.stager
+            if uses_fusion(self.task) and isinstance(stager, CopyStager):
+                assert self.scratch is not None
+                settings = self.runtime.extra.get("fusion") or {}
+                self.fusion = FusionSession(
+                    self.task, paths, self.scratch, settings, self.reporter.log
+                )
+                self.fusion.open()
+                stager = self.fusion.stager()
+            stage_inputs(self.task.inputs, paths, stager)
             launches = self._plan(paths)
         except (AgentError, OSError) as err:
             return self._fail(str(err))
@@ -152,6 +166,11 @@ class Attempt:
             state = "EXECUTOR_ERROR"
             break
 
+        if self.fusion is not None:  # what executors wrote under /fusion reaches the store
+            for message in self.fusion.close():
+                self.reporter.log(message)
+                if state == "COMPLETE":
+                    state = "SYSTEM_ERROR"
         logs, errors = upload_outputs(self.task.outputs, paths, self.stager)
         self.reporter.doc["outputs"] = [entry.to_json() for entry in logs]
         for message in errors:

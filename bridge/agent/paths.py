@@ -56,9 +56,38 @@ def literal_dir(pattern: str) -> str:
     return "/".join(keep) or "/"
 
 
+FUSION_ROOT = "/fusion"
+# A Fusion path named in a command or a variable: /fusion/s3/<bucket>[/<key>], ending where
+# a shell word would.
+FUSION_REF = re.compile(
+    r"(?<![\w/])/fusion/s3/[A-Za-z0-9][A-Za-z0-9.\-_]*(?:/[^\s'\"`;|&<>()$,:]*)?"
+)
+
+
+def fusion_refs(task: Task) -> list[str]:
+    """Every ``/fusion/s3/...`` path the task's executors name, in order, once each."""
+    texts: list[str] = []
+    for ex in task.executors:
+        texts += list(ex.command) + list((ex.env or {}).values())
+        texts += [p for p in (ex.workdir, ex.stdin, ex.stdout, ex.stderr) if p]
+    texts += [i.path for i in task.inputs] + [o.path for o in task.outputs] + list(task.volumes)
+    found: dict[str, None] = {}
+    for text in texts:
+        for match in FUSION_REF.finditer(text):
+            found.setdefault(match.group(0), None)
+    return list(found)
+
+
+def uses_fusion(task: Task) -> bool:
+    """Whether the task names a path under ``/fusion``."""
+    return bool(fusion_refs(task))
+
+
 def task_prefixes(task: Task) -> list[str]:
-    """The container paths a task declares (see the module docstring)."""
-    found: list[str] = [i.path for i in task.inputs]
+    """The container paths a task declares (see the module docstring); ``/fusion``
+    too when the task names Fusion paths."""
+    found: list[str] = [FUSION_ROOT] if uses_fusion(task) else []
+    found += [i.path for i in task.inputs]
     found += [literal_dir(o.path) if o.wildcard else o.path for o in task.outputs]
     found += list(task.volumes)
     for ex in task.executors:
@@ -128,6 +157,8 @@ class PathMap:
             else:
                 wanted.add(posixpath.dirname(out.path))
         wanted.update(task.volumes)
+        if uses_fusion(task):
+            wanted.add(FUSION_ROOT)
         return self.collapse(wanted)
 
     def collapse(self, container_paths: Iterable[str]) -> list[Bind]:

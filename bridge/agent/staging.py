@@ -53,8 +53,12 @@ HTTP_TIMEOUT_S = 60.0
 class Stager(Protocol):
     """Moves data between URLs and local paths."""
 
-    def fetch(self, url: str, dest: Path, *, directory: bool) -> None:
-        """Download ``url`` (a file, or with ``directory`` a whole tree) to ``dest``."""
+    def fetch(self, url: str, dest: Path, *, directory: bool, streamable: bool = False) -> None:
+        """Put ``url`` (a file, or with ``directory`` a whole tree) at ``dest``.
+
+        ``streamable`` (TES): the task may read it through a streaming mount rather
+        than a local copy.
+        """
         ...
 
     def store(self, source: Path, url: str) -> None:
@@ -113,7 +117,7 @@ def _safe_join(root: Path, rel: str) -> Path:
 class CopyStager:
     """Copy-staging over local files, S3 and HTTP (see the module docstring)."""
 
-    def fetch(self, url: str, dest: Path, *, directory: bool) -> None:
+    def fetch(self, url: str, dest: Path, *, directory: bool, streamable: bool = False) -> None:
         try:
             local = _local_path(url)
             if local is not None:
@@ -205,7 +209,7 @@ def stage_inputs(inputs: Sequence[Input], paths: PathMap, stager: Stager) -> Non
             continue
         assert item.url is not None
         try:
-            stager.fetch(item.url, dest, directory=item.directory)
+            stager.fetch(item.url, dest, directory=item.directory, streamable=item.streamable)
         except StagingError as err:
             raise StagingError(
                 f"input {item.path} from {redact_url(item.url)} could not be fetched: {err}"

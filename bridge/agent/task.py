@@ -47,6 +47,7 @@ class Input:
     content: str | None = None
     directory: bool = False
     name: str = ""
+    streamable: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def _parse_input(i: int, raw: Mapping[str, Any]) -> Input:
         content=content if content not in (None, "") else None,
         directory=raw.get("type") == "DIRECTORY",
         name=str(raw.get("name") or ""),
+        streamable=raw.get("streamable") is True,
     )
 
 

@@ -1,0 +1,108 @@
+"""Tasks that name ``/fusion/s3/<bucket>/<key>``: through the broker, on the local target.
+
+Object storage is moto's S3 server on 127.0.0.1.  ``stage`` runs everywhere; ``mount``
+needs FUSE (``/dev/fuse``, fusermount3, pyfuse3) and mounts Fusion for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from bridge.client import BridgeClient
+from bridge.config import Settings, TargetConfig
+from bridge.server import free_port, serve_in_thread
+from fusion.mount import fuse_available
+
+pytestmark = pytest.mark.s3
+
+FUSE_OK, FUSE_WHY = fuse_available()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)  # the agent processes inherit them
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="data")
+    client.put_object(Bucket="data", Key="in.txt", Body=b"hello fusion\n")
+    client.put_object(Bucket="data", Key="refs/a.txt", Body=b"A\n")
+    client.put_object(Bucket="data", Key="refs/b.txt", Body=b"B\n")
+    yield client
+    server.stop()
+
+
+@pytest.fixture(params=["stage", pytest.param("mount", marks=pytest.mark.fuse)])
+def live(request: pytest.FixtureRequest, s3: object, tmp_path: Path) -> Iterator[BridgeClient]:
+    if request.param == "mount" and not FUSE_OK:
+        pytest.skip(f"FUSE cannot be used here: {FUSE_WHY}")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        port=free_port(),
+        database_url=f"sqlite:///{tmp_path / 'b.db'}",
+        targets=[
+            TargetConfig(
+                name="local",
+                kind="local",
+                container_runtime="none",
+                fusion=request.param,
+                fusion_cache_gb=0.1,
+            )
+        ],
+    )
+    settings.broker.poll_interval_s = 0.2
+    with serve_in_thread(settings) as url, BridgeClient(url) as client:
+        client.mode = request.param  # type: ignore[attr-defined]
+        yield client
+
+
+def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> None:
+    task = live.submit(
+        {
+            "inputs": [{"url": "s3://data/in.txt", "path": "/in/stream.txt", "streamable": True}],
+            "executors": [
+                {
+                    "image": "alpine",
+                    "command": [
+                        "sh",
+                        "-c",
+                        "tr a-z A-Z < /fusion/s3/data/in.txt > /fusion/s3/data/out/upper.txt && "
+                        "cat /fusion/s3/data/refs/*.txt && cat /in/stream.txt",
+                    ],
+                },
+            ],
+        }
+    ).result(timeout=120)
+    log = task["logs"][-1]
+    assert log["logs"][0]["stdout"] == "A\nB\nhello fusion\n"
+    body = s3.get_object(Bucket="data", Key="out/upper.txt")["Body"].read()  # type: ignore[attr-defined]
+    assert body == b"HELLO FUSION\n"
+    said = " ".join(log["system_logs"])
+    mode = live.mode  # type: ignore[attr-defined]
+    assert ("mounted at /fusion" in said) if mode == "mount" else ("staged" in said), said
+
+
+def test_a_missing_object_is_an_executor_error_not_a_silent_empty_file(live: BridgeClient) -> None:
+    task = live.submit(
+        {
+            "executors": [
+                {"image": "alpine", "command": ["cat", "/fusion/s3/data/no-such-object.txt"]}
+            ]
+        }
+    ).wait(timeout=120)
+    assert task["state"] == "EXECUTOR_ERROR"
+    assert task["logs"][-1]["logs"][0]["exit_code"] != 0
