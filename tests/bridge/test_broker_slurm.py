@@ -11,6 +11,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,33 @@ def test_a_bad_partition_is_a_clear_task_error(hpc_local: BridgeClient) -> None:
     assert task["state"] == "SYSTEM_ERROR"
     reasons = " ".join(e["reason"] for e in hpc_local.events(task["id"]))
     assert "no-such-partition" in reasons, reasons
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_tasks_finish_and_are_recorded_across_a_slurmctld_restart(hpc_local: BridgeClient) -> None:
+    from tests.conftest import REPO
+
+    futures = [
+        hpc_local.submit(
+            {"executors": [{"image": "alpine", "command": ["sh", "-c", f"sleep 4; echo {i}"]}]}
+        )
+        for i in range(3)
+    ]
+    deadline = time.monotonic() + 60
+    while any(f.state not in ("RUNNING", "COMPLETE") for f in futures):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    pid = int((REPO / ".services" / "slurm" / "run" / "slurmctld.pid").read_text())
+    os.kill(pid, 15)
+    try:
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, "slurmctld did not stop"
+            time.sleep(0.1)
+        time.sleep(2)  # the broker polls a controller that is gone
+    finally:
+        subprocess.run([str(REPO / "scripts" / "services" / "slurm.sh")], check=True, timeout=90)
+    tasks = [f.result(timeout=120) for f in futures]
+    assert [t["logs"][-1]["logs"][0]["stdout"] for t in tasks] == ["0\n", "1\n", "2\n"]
+    assert all(len(t["logs"]) == 1 for t in tasks)  # not re-run
