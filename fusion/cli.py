@@ -74,6 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bucket", action="append", default=[], help="only show these buckets")
     m.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     m.add_argument("--debug", action="store_true")
+    m.add_argument("--ready-file", help="write this file once the mount is serving")
 
     s = sub.add_parser("stage", help="copy between object storage and Fusion paths")
     s.add_argument("direction", choices=["in", "out"])
@@ -102,6 +103,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         cfg,
         allow_other=args.allow_other,
         debug=args.debug,
+        ready_file=args.ready_file,
     )
     return 0
 

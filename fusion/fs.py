@@ -178,6 +178,7 @@ class FusionFS:
             max_bytes=config.small_bytes,
         )
         self._lock = threading.Lock()
+        self.stats: dict[str, int] = {"reads": 0, "read_bytes_requested": 0, "writes": 0}
         self._next_fh = 1
         self._files: dict[int, _FileHandle] = {}
         self._dirs: dict[int, _DirHandle] = {}
@@ -628,6 +629,8 @@ class FusionFS:
         return fh, self.attr(node)
 
     def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
+        self.stats["reads"] += 1
+        self.stats["read_bytes_requested"] += length
         handle = self._handle(fh)
         node = handle.node
         session = node.session
@@ -658,6 +661,7 @@ class FusionFS:
         return prefetcher.read(offset, length)
 
     def write(self, fh: int, offset: int, data: bytes | memoryview) -> int:
+        self.stats["writes"] += 1
         handle = self._handle(fh)
         if not handle.writable:
             raise _err(errno.EBADF, "not open for writing")
@@ -853,5 +857,8 @@ class FusionFS:
                     )
                 session.discard()
                 handle.node.session = None
+        log.info(
+            "stats: %s, cache hits %d misses %d", self.stats, self.cache.hits, self.cache.misses
+        )
         self.fetch_pool.shutdown(wait=False, cancel_futures=True)
         self.upload_pool.shutdown(wait=False, cancel_futures=True)

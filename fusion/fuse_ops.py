@@ -330,20 +330,27 @@ def _mount_device(mountpoint: str) -> str | None:
     return found
 
 
-def _raise_read_ahead(mountpoint: str) -> None:
-    """Let the kernel read ahead in 1 MiB requests (needs root; best effort)."""
+def _raise_read_ahead(mountpoint: str) -> bool:
+    """Let the kernel read ahead in 1 MiB requests (needs root; best effort).
+
+    Returns whether the setting is in place (``True`` also when it cannot be changed,
+    so the caller stops trying).
+    """
     dev = _mount_device(mountpoint)
     if dev is None:
-        return
+        return False
     path = f"/sys/class/bdi/{dev}/read_ahead_kb"
     try:
         with open(path, "w") as fh:
             fh.write(str(READ_AHEAD_KB))
+        with open(path) as fh:
+            return int(fh.read().strip() or 0) >= READ_AHEAD_KB
     except OSError as err:
-        log.debug("cannot set %s: %s", path, err)
+        log.info("read-ahead stays at the kernel's default (%s: %s)", path, err)
+        return True
 
 
-async def _serve_until_signal() -> None:
+async def _serve_until_signal(mountpoint: str, ready_file: str | None) -> None:
     async with trio.open_nursery() as nursery:
 
         async def watch() -> None:
@@ -353,7 +360,20 @@ async def _serve_until_signal() -> None:
                     pyfuse3.terminate()
                     return
 
+        async def tune_then_ready() -> None:
+            # The kernel caps read-ahead when it processes the INIT reply, which happens
+            # once the loop below runs: raise it after that, then report ready.
+            for _ in range(50):
+                await trio.sleep(0.02)
+                if await trio.to_thread.run_sync(_raise_read_ahead, mountpoint):
+                    break
+            if ready_file:
+                with open(ready_file, "w") as fh:
+                    fh.write(str(os.getpid()))
+            log.info("fusion mounted at %s", mountpoint)
+
         nursery.start_soon(watch)
+        nursery.start_soon(tune_then_ready)
         await pyfuse3.main(min_tasks=4, max_tasks=128)
         nursery.cancel_scope.cancel()
 
@@ -364,8 +384,12 @@ def serve(
     config: FsConfig,
     allow_other: bool = False,
     debug: bool = False,
+    ready_file: str | None = None,
 ) -> None:
-    """Mount and serve in the foreground until SIGTERM/SIGINT, then unmount cleanly."""
+    """Mount and serve in the foreground until SIGTERM/SIGINT, then unmount cleanly.
+
+    ``ready_file`` is written once the mount is tuned and serving.
+    """
     from fusion.store import S3ObjectStore
 
     store = S3ObjectStore(store_config)
@@ -384,11 +408,11 @@ def serve(
         options.add("allow_other")
     if debug:
         options.add("debug")
+    if ready_file and os.path.exists(ready_file):
+        os.unlink(ready_file)
     pyfuse3.init(ops, mountpoint, options)
     try:
-        _raise_read_ahead(mountpoint)
-        log.info("fusion mounted at %s", mountpoint)
-        trio.run(_serve_until_signal)
+        trio.run(_serve_until_signal, mountpoint, ready_file)
     finally:
         pyfuse3.close(unmount=True)
         fs.shutdown()

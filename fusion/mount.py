@@ -3,8 +3,9 @@
 The file system runs in its own process (``python -m fusion.cli mount ...``), never in the
 caller's: a FUSE server that shares a process with code touching the mount deadlocks as
 soon as that code blocks on the mount while holding the GIL or an event loop. The parent
-waits until the kernel reports the mount (``os.path.ismount``) or the child dies, in which
-case the child's log tail is in the raised :class:`~fusion.errors.MountError`.
+waits until the child reports ready (it has mounted, answered the kernel's INIT and
+tuned the mount's read-ahead) or dies, in which case the child's log tail is in the
+raised :class:`~fusion.errors.MountError`.
 
 Credentials travel to the child in its environment (the standard AWS variables), never
 on its command line, where ``ps`` would show them.
@@ -175,6 +176,10 @@ def mount(
         "--cache-dir", cache,
         "--cache-size", str(cache_bytes),
     ]  # fmt: skip
+    ready = os.path.join(cache, "ready")
+    if os.path.exists(ready):
+        os.unlink(ready)
+    argv += ["--ready-file", ready]
     if read_only:
         argv.append("--read-only")
     argv += (options or MountOptions()).to_args()
@@ -186,7 +191,7 @@ def mount(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise MountError(f"fusion mount exited with {proc.returncode}:\n{handle.log_tail()}")
-        if is_mounted(mnt):
+        if os.path.exists(ready) and is_mounted(mnt):
             return handle
         time.sleep(0.02)
     handle.unmount(timeout=5)

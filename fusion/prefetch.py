@@ -26,11 +26,13 @@ The design follows mountpoint-s3's prefetcher, simplified for one process and th
   byte, eight parallel 8 MiB GETs sustain ~600 MB/s - more than one node's FUSE path.
 * Segments are block aligned, so each one can be looked up in, and written to, the
   on-disk :class:`~fusion.chunk_cache.ChunkCache`.
-* The kernel may deliver reads a little out of order (it issues read-ahead requests
-  concurrently). A read that falls anywhere inside the stream's span, or up to one window
-  beyond it, is served by the stream, not treated as a seek. Segments more than
-  ``RETAIN`` bytes behind the reader's furthest position are dropped, so memory per
-  stream is bounded by ``max_window + RETAIN + one segment``.
+* The kernel delivers reads a little out of order (it sends its own read-ahead as
+  several concurrent requests). A read that falls anywhere inside the stream's span, or
+  up to one window beyond it, is served by the stream, not treated as a seek; a read
+  that comes in late, behind the segments still held, is fetched directly and leaves the
+  stream alone. Segments more than ``RETAIN`` bytes behind the reader's furthest
+  position are dropped, so memory per stream is bounded by
+  ``max_window + RETAIN + one segment``.
 * Any other read is random: the stream is dropped (queued GETs are cancelled) and the
   read fetches exactly the bytes asked for (from the cache when all its blocks are
   there). If the next read continues where it ended, a new stream starts there with
@@ -43,14 +45,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource"]
 
 INITIAL_WINDOW = 2 * 1024 * 1024
-RETAIN = 2 * 1024 * 1024
+#: Bytes kept behind the reader's furthest position: the kernel's own read-ahead (4 MiB,
+#: see fuse_ops) sends requests concurrently, and they arrive a little out of order.
+RETAIN = 8 * 1024 * 1024
+#: A request this far behind the furthest position is a late read-ahead request, served
+#: directly without disturbing the stream; further back, it is a seek.
+BEHIND = 32 * 1024 * 1024
 
 
 class RangeSource(Protocol):
@@ -101,6 +108,7 @@ class Prefetcher:
         # Counters for tests and the benchmark.
         self.streams_started = 0
         self.random_reads = 0
+        self.late_reads = 0
 
     # -- stream management (call with the lock held) -----------------------------------
     def _drop_stream(self) -> None:
@@ -155,24 +163,33 @@ class Prefetcher:
         end = offset + length
         needed: list[_Segment] | None = None
         with self._lock:
-            sequential = self._last_end is None or offset == self._last_end
-            if self._in_stream(offset) and (
-                not self._segments or offset >= self._segments[0].start
-            ):
-                pass
-            elif sequential:
+            streaming = self._stream_start >= 0
+            first = self._segments[0].start if self._segments else self._fetch_end
+            if streaming and first <= offset < self._fetch_end + self._window:
+                pass  # in the stream (possibly a little out of order)
+            elif streaming and self._high - BEHIND <= offset < first:
+                # A late request from the kernel's own read-ahead: the stream already
+                # moved past it. Serve it directly, leave the stream alone.
+                self.late_reads += 1
+                streaming = False
+            elif self._last_end is None or offset == self._last_end:
                 self._start_stream(offset)
+                streaming = True
             else:
                 self._drop_stream()
                 self.random_reads += 1
                 self._last_end = end
-            if self._stream_start >= 0:
+                streaming = False
+            if streaming:
                 self._schedule(end)
                 needed = [s for s in self._segments if s.start < end and s.end > offset]
         if needed is None:
             return self.source.fetch(offset, end)
         try:
             chunks = [(seg, seg.future.result()) for seg in needed]
+        except CancelledError:
+            # Another reader of this handle seeked away and dropped the stream.
+            return self.source.fetch(offset, end)
         except BaseException:
             with self._lock:
                 self._drop_stream()

@@ -1,0 +1,417 @@
+"""Fusion I/O benchmark against a local S3-compatible server, in two settings.
+
+(a) loopback: s3rver on 127.0.0.1 as it is;
+(b) emulated cloud: the same server behind ``bench/throttle_proxy.py`` - 20 ms to first
+    byte, at most 90 MB/s per connection - which is roughly S3 as a cloud node sees it.
+
+In each setting, runs interleaved (every tool once per round, so that load from other
+processes on the machine hits all of them alike), the median reported:
+
+* cold sequential read of a 1 GiB object: ``dd bs=1M`` from a fresh Fusion mount, from
+  a fresh ``s3fs`` mount and a fresh ``rclone mount`` (Debian binaries, default options),
+  and ``boto3 download_file`` (default transfer settings) to local disk;
+* sequential write of 1 GiB: ``dd bs=1M`` into the mount (the close included, which is
+  when the upload completes) versus ``boto3 upload_file``;
+* ``cat`` of 1,000 64 KiB files one after another (the shell's glob lists the directory
+  first), per tool;
+* the Fusion mount's peak RSS (VmHWM) over all its runs.
+
+The last line printed is one JSON object with the ratios. Needs root, /dev/fuse, node
+and npm (s3rver), s3fs and rclone; ``scripts/services/s3rver.sh`` installs and starts
+what is missing. Takes ~10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fusion.mount import MountOptions, is_mounted, mount  # noqa: E402
+from fusion.objects import StoreConfig  # noqa: E402
+from fusion.s3_store import S3ObjectStore  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+KEY = "S3RVER"
+BUCKET = "fusion-bench"
+BIG = "big-1g.bin"
+SMALL_PREFIX = "small/"
+SMALL_COUNT = 1000
+SMALL_SIZE = 64 * 1024
+LOOPBACK_PORT = 4568
+PROXY_PORT = 4569
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def config(port: int) -> StoreConfig:
+    return StoreConfig(
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region="us-east-1",
+        access_key_id=KEY,
+        secret_access_key=KEY,
+    )
+
+
+def boto3_client(port: int):  # type: ignore[no-untyped-def]
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id=KEY,
+        aws_secret_access_key=KEY,
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+# -- setup -------------------------------------------------------------------------------------
+def prepare(work: Path) -> Path:
+    subprocess.run(["bash", str(REPO / "scripts/services/s3rver.sh")], check=True)
+    store = S3ObjectStore(config(LOOPBACK_PORT))
+    store.ensure_bucket(BUCKET)
+    local = work / "big-1g.bin"
+    if not local.exists() or local.stat().st_size != GiB:
+        log("making a 1 GiB local file")
+        block = os.urandom(MiB)
+        with open(local, "wb") as fh:
+            for i in range(1024):
+                fh.write(i.to_bytes(8, "little") + block[8:])
+    info = store.head(BUCKET, BIG)
+    if info is None or info.size != GiB:
+        log("uploading the 1 GiB object")
+        boto3_client(LOOPBACK_PORT).upload_file(str(local), BUCKET, BIG)
+    listed = sum(1 for _ in store.list(BUCKET, prefix=SMALL_PREFIX))
+    if listed != SMALL_COUNT:
+        log("uploading 1,000 small objects")
+        payload = os.urandom(SMALL_SIZE)
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda i: store.put(BUCKET, f"{SMALL_PREFIX}f{i:04d}", payload),
+                    range(SMALL_COUNT),
+                )
+            )
+    return local
+
+
+@contextmanager
+def throttle_proxy() -> Iterator[None]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "bench/throttle_proxy.py"),
+            "--listen",
+            f"127.0.0.1:{PROXY_PORT}",
+            "--upstream",
+            f"127.0.0.1:{LOOPBACK_PORT}",
+            "--latency-ms",
+            "20",
+            "--rate-mbps",
+            "90",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# -- mounts of each tool -----------------------------------------------------------------------
+class FusionMount:
+    name = "fusion"
+
+    def __init__(self, work: Path, port: int, cache_bytes: int) -> None:
+        self.work, self.port, self.cache_bytes = work, port, cache_bytes
+        self.peak_rss_kib = 0
+
+    @contextmanager
+    def mounted(self) -> Iterator[Path]:
+        mnt = self.work / "mnt-fusion"
+        cache = self.work / "cache-fusion"
+        handle = mount(mnt, config(self.port), cache, self.cache_bytes, options=MountOptions())
+        try:
+            yield mnt / "s3" / BUCKET
+        finally:
+            self.peak_rss_kib = max(self.peak_rss_kib, _vm_hwm(handle.pid))
+            handle.unmount()
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _wait_mounted(path: Path, proc: subprocess.Popen[bytes] | None, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if is_mounted(path):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not mount {path}")
+
+
+def _unmount(path: Path) -> None:
+    for _ in range(50):
+        if not is_mounted(path):
+            return
+        subprocess.run(["fusermount3", "-u", str(path)], capture_output=True)
+        time.sleep(0.1)
+    subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+
+
+class S3fsMount:
+    name = "s3fs"
+
+    def __init__(self, work: Path, port: int) -> None:
+        self.work, self.port = work, port
+        self.passwd = work / "s3fs.passwd"
+        self.passwd.write_text(f"{KEY}:{KEY}\n")
+        self.passwd.chmod(0o600)
+
+    @contextmanager
+    def mounted(self) -> Iterator[Path]:
+        mnt = self.work / "mnt-s3fs"
+        mnt.mkdir(exist_ok=True)
+        subprocess.run(
+            [
+                "s3fs",
+                BUCKET,
+                str(mnt),
+                "-o",
+                f"url=http://127.0.0.1:{self.port}",
+                "-o",
+                "use_path_request_style",
+                "-o",
+                f"passwd_file={self.passwd}",
+            ],
+            check=True,
+        )
+        _wait_mounted(mnt, None, "s3fs")
+        try:
+            yield mnt
+        finally:
+            _unmount(mnt)
+
+
+class RcloneMount:
+    name = "rclone"
+
+    def __init__(self, work: Path, port: int) -> None:
+        self.work, self.port = work, port
+
+    @contextmanager
+    def mounted(self) -> Iterator[Path]:
+        mnt = self.work / "mnt-rclone"
+        mnt.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        env.update(
+            RCLONE_CONFIG_BENCH_TYPE="s3",
+            RCLONE_CONFIG_BENCH_PROVIDER="Other",
+            RCLONE_CONFIG_BENCH_ENDPOINT=f"http://127.0.0.1:{self.port}",
+            RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=KEY,
+            RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=KEY,
+            RCLONE_CONFIG_BENCH_REGION="us-east-1",
+        )
+        proc = subprocess.Popen(
+            ["rclone", "mount", f"bench:{BUCKET}", str(mnt)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_mounted(mnt, proc, "rclone mount")
+        try:
+            yield mnt
+        finally:
+            _unmount(mnt)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# -- measurements ------------------------------------------------------------------------------
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def dd(src: Path, dst: str) -> None:
+    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M"], check=True, capture_output=True)
+
+
+def read_mount(tool: FusionMount | S3fsMount | RcloneMount) -> float:
+    with tool.mounted() as root:
+        seconds = _timed(lambda: dd(root / BIG, "/dev/null"))
+    return GiB / MiB / seconds
+
+
+def read_boto3(port: int, work: Path) -> float:
+    client = boto3_client(port)
+    target = work / "download.bin"
+    seconds = _timed(lambda: client.download_file(BUCKET, BIG, str(target)))
+    target.unlink()
+    return GiB / MiB / seconds
+
+
+def write_fusion(tool: FusionMount, local: Path, n: int) -> float:
+    with tool.mounted() as root:
+        seconds = _timed(lambda: dd(local, str(root / f"written-{n}.bin")))
+    return GiB / MiB / seconds
+
+
+def write_boto3(port: int, local: Path, n: int) -> float:
+    client = boto3_client(port)
+    seconds = _timed(lambda: client.upload_file(str(local), BUCKET, f"uploaded-{n}.bin"))
+    return GiB / MiB / seconds
+
+
+def small_files(tool: FusionMount | S3fsMount | RcloneMount) -> float:
+    script = 'for f in "$1"/*; do cat "$f"; done > /dev/null'
+    with tool.mounted() as root:
+        seconds = _timed(
+            lambda: subprocess.run(
+                ["sh", "-c", script, "sh", str(root / SMALL_PREFIX.rstrip("/"))], check=True
+            )
+        )
+    return SMALL_COUNT / seconds
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def run_setting(
+    label: str, port: int, work: Path, local: Path, read_runs: int, write_runs: int,
+    fusion: FusionMount,
+) -> dict[str, float]:  # fmt: skip
+    s3fs, rclone = S3fsMount(work, port), RcloneMount(work, port)
+    reads: dict[str, list[float]] = {"fusion": [], "boto3": [], "s3fs": [], "rclone": []}
+    for i in range(read_runs):
+        reads["fusion"].append(read_mount(fusion))
+        reads["boto3"].append(read_boto3(port, work))
+        reads["s3fs"].append(read_mount(s3fs))
+        reads["rclone"].append(read_mount(rclone))
+        log(
+            f"[{label}] read round {i + 1}: "
+            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in reads.items())
+        )
+    writes: dict[str, list[float]] = {"fusion": [], "boto3": []}
+    for i in range(write_runs):
+        writes["fusion"].append(write_fusion(fusion, local, i))
+        writes["boto3"].append(write_boto3(port, local, i))
+        log(
+            f"[{label}] write round {i + 1}: "
+            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in writes.items())
+        )
+    small = {
+        "fusion": small_files(fusion),
+        "s3fs": small_files(s3fs),
+        "rclone": small_files(rclone),
+    }
+    log(f"[{label}] small files/s: " + ", ".join(f"{k} {v:.0f}" for k, v in small.items()))
+    store = S3ObjectStore(config(LOOPBACK_PORT))
+    for i in range(write_runs):
+        store.delete(BUCKET, f"written-{i}.bin")
+        store.delete(BUCKET, f"uploaded-{i}.bin")
+    out = {f"read_{k}_mibs": median(v) for k, v in reads.items()}
+    out |= {f"write_{k}_mibs": median(v) for k, v in writes.items()}
+    out |= {f"small_{k}_files_per_s": v for k, v in small.items()}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "fusion-bench"))
+    p.add_argument("--loopback-runs", type=int, default=3)
+    p.add_argument("--emulated-runs", type=int, default=5)
+    p.add_argument("--write-runs", type=int, default=3)
+    p.add_argument("--cache-size", type=int, default=512 * MiB)
+    a = p.parse_args()
+    for tool in ("s3fs", "rclone", "fusermount3", "dd"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed (see scripts/services/s3rver.sh)")
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    local = prepare(work)
+    started = time.monotonic()
+    fusion_lo = FusionMount(work, LOOPBACK_PORT, a.cache_size)
+    loop = run_setting(
+        "loopback", LOOPBACK_PORT, work, local, a.loopback_runs, a.write_runs, fusion_lo
+    )
+    fusion_em = FusionMount(work, PROXY_PORT, a.cache_size)
+    with throttle_proxy():
+        emu = run_setting(
+            "emulated", PROXY_PORT, work, local, a.emulated_runs, a.write_runs, fusion_em
+        )
+    for label, res in (("loopback", loop), ("emulated", emu)):
+        print(f"== {label} ==")
+        for k, v in res.items():
+            print(f"  {k:28s} {v:10.1f}")
+
+    def ratio(x: float, y: float) -> float:
+        return round(x / y, 3) if y else 0.0
+
+    peak = max(fusion_lo.peak_rss_kib, fusion_em.peak_rss_kib) / 1024
+    result = {
+        "read_vs_best_loopback": ratio(
+            loop["read_fusion_mibs"], max(loop["read_boto3_mibs"], loop["read_s3fs_mibs"])
+        ),
+        "read_vs_s3fs_emulated": ratio(emu["read_fusion_mibs"], emu["read_s3fs_mibs"]),
+        "read_vs_boto3_emulated": ratio(emu["read_fusion_mibs"], emu["read_boto3_mibs"]),
+        "read_vs_rclone_emulated": ratio(emu["read_fusion_mibs"], emu["read_rclone_mibs"]),
+        "small_vs_s3fs_emulated": ratio(
+            emu["small_fusion_files_per_s"], emu["small_s3fs_files_per_s"]
+        ),
+        "write_vs_boto3": min(
+            ratio(loop["write_fusion_mibs"], loop["write_boto3_mibs"]),
+            ratio(emu["write_fusion_mibs"], emu["write_boto3_mibs"]),
+        ),
+        "write_vs_boto3_loopback": ratio(loop["write_fusion_mibs"], loop["write_boto3_mibs"]),
+        "write_vs_boto3_emulated": ratio(emu["write_fusion_mibs"], emu["write_boto3_mibs"]),
+        "peak_rss_mib": round(peak, 1),
+        "cache_size_mib": a.cache_size // MiB,
+        "loopback": {k: round(v, 1) for k, v in loop.items()},
+        "emulated": {k: round(v, 1) for k, v in emu.items()},
+        "seconds": round(time.monotonic() - started),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
