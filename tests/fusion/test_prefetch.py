@@ -1,0 +1,114 @@
+"""The read-ahead window, on a real ObjectSource over the in-memory store."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from fusion.chunk_cache import ChunkCache
+from fusion.errors import StoreError
+from fusion.memory_store import MemoryObjectStore
+from fusion.object_source import ObjectSource
+from fusion.prefetch import INITIAL_WINDOW, Prefetcher
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def pool() -> ThreadPoolExecutor:
+    with ThreadPoolExecutor(8) as p:
+        yield p  # type: ignore[misc]
+
+
+def _source(
+    tmp_path: Path, size: int, cache_bytes: int = 0
+) -> tuple[MemoryObjectStore, ObjectSource, bytes]:
+    store = MemoryObjectStore()
+    store.ensure_bucket("b")
+    data = random.Random(size).randbytes(size)
+    etag = store.put("b", "k", data)
+    cache = ChunkCache(str(tmp_path / "cache"), cache_bytes)
+    return store, ObjectSource(store, cache, "b", "k", etag, size), data
+
+
+def test_sequential_reads_grow_the_window(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    store, src, data = _source(tmp_path, 96 * MiB)
+    pf = Prefetcher(src, pool, part_size=8 * MiB, max_window=32 * MiB)
+    out = bytearray()
+    windows = []
+    for off in range(0, len(data), 128 * 1024):
+        out += pf.read(off, 128 * 1024)
+        windows.append(pf.window)
+    assert bytes(out) == data
+    assert windows[0] == INITIAL_WINDOW * 2 or windows[0] == INITIAL_WINDOW
+    assert max(windows) == 32 * MiB
+    assert windows == sorted(windows)  # never shrinks while reading in order
+    assert pf.streams_started == 1 and pf.random_reads == 0
+    # Few, large requests: far fewer GETs than reads, none of them redundant.
+    assert store.calls["get_range"] < 40
+    assert src.bytes_fetched == len(data)
+    assert pf.buffered_bytes <= 32 * MiB + 16 * MiB
+
+
+def test_random_reads_fetch_only_what_they_need(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    _, src, data = _source(tmp_path, 64 * MiB)
+    pf = Prefetcher(src, pool)
+    pf.read(0, 4096)  # the first read starts a stream with the small initial window
+    fetched_after_first = src.bytes_fetched
+    assert fetched_after_first <= 2 * INITIAL_WINDOW
+    rng = random.Random(1)
+    total = 0
+    for _ in range(50):
+        off = rng.randrange(0, len(data) - 8192)
+        assert bytes(pf.read(off, 4096)) == data[off : off + 4096]
+        total += 4096
+    assert pf.random_reads >= 45
+    assert src.bytes_fetched - fetched_after_first <= total + 4 * INITIAL_WINDOW
+
+
+def test_out_of_order_requests_stay_in_the_stream(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    _, src, data = _source(tmp_path, 32 * MiB)
+    pf = Prefetcher(src, pool)
+    order = []
+    for base in range(0, 32 * MiB, 4 * MiB):  # like the kernel: a batch, shuffled
+        batch = list(range(base, base + 4 * MiB, MiB))
+        random.Random(base).shuffle(batch)
+        order += batch
+    for off in order:
+        assert bytes(pf.read(off, MiB)) == data[off : off + MiB]
+    assert pf.streams_started == 1
+    assert pf.random_reads == 0
+    assert src.bytes_fetched <= len(data) + 4 * MiB
+
+
+def test_cache_serves_a_second_reader(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    store, src, data = _source(tmp_path, 16 * MiB, cache_bytes=64 * MiB)
+    first = Prefetcher(src, pool)
+    assert b"".join(bytes(first.read(o, MiB)) for o in range(0, len(data), MiB)) == data
+    gets = store.calls["get_range"]
+    second_src = ObjectSource(store, src.cache, "b", "k", src.etag, src.size)
+    second = Prefetcher(second_src, pool)
+    assert b"".join(bytes(second.read(o, MiB)) for o in range(0, len(data), MiB)) == data
+    assert store.calls["get_range"] == gets
+    assert second_src.bytes_fetched == 0
+
+
+def test_failed_get_fails_the_read_then_recovers(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    store, src, data = _source(tmp_path, 8 * MiB)
+    pf = Prefetcher(src, pool)
+    store.fail_next("get_range", "InternalError", times=20)
+    with pytest.raises(StoreError):
+        pf.read(0, MiB)
+    store._failures.clear()
+    assert bytes(pf.read(0, MiB)) == data[:MiB]
+    assert bytes(pf.read(MiB, MiB)) == data[MiB : 2 * MiB]
+
+
+def test_reads_past_the_end(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    _, src, data = _source(tmp_path, MiB + 5)
+    pf = Prefetcher(src, pool)
+    assert bytes(pf.read(MiB, 100)) == data[MiB:]
+    assert pf.read(MiB + 5, 10) == b""
