@@ -5,7 +5,8 @@ range is served from the :class:`~fusion.chunk_cache.ChunkCache` when every bloc
 there; otherwise it is one ranged GET (from the first missing block), and the whole
 blocks it returned are added to the cache. An unaligned range (a random read) is served
 from cache when its blocks are all there and otherwise fetched exactly - random reads
-never pull in more than they asked for.
+never pull in more than they asked for. Objects larger than the whole cache are not
+cached at all: they would evict everything, themselves included, before a second read.
 
 GETs carry ``If-Match: <etag>`` so that bytes of two versions are never stitched into
 one read: a writer on another node replacing the object mid-read makes the read fail
@@ -40,6 +41,9 @@ class ObjectSource:
         self.size = size
         self.block_size = cache.block_size
         self.cache_key = CacheKey(bucket, key, etag)
+        # An object larger than the whole cache would only evict everything, itself
+        # included, before anyone read it again (LRU thrash): stream it uncached.
+        self.cacheable = cache.enabled and size <= cache.capacity
         self.bytes_fetched = 0
 
     def _block_end(self, block: int) -> int:
@@ -52,7 +56,7 @@ class ObjectSource:
         bs = self.block_size
         first, last = start // bs, (end - 1) // bs
         cached: list[bytes] = []
-        if self.cache.enabled:
+        if self.cacheable:
             for block in range(first, last + 1):
                 data = self.cache.get(self.cache_key, block)
                 if data is None or len(data) != self._block_end(block) - block * bs:
@@ -70,7 +74,7 @@ class ObjectSource:
         fresh = self._get(got_from, end)
         tail_complete = end == self.size or end % bs == 0
         usable = len(fresh) if tail_complete else len(fresh) - len(fresh) % bs
-        if usable > 0:
+        if usable > 0 and self.cacheable:
             self.cache.put_range(self.cache_key, got_from, memoryview(fresh)[:usable])
         if not cached:
             return fresh
