@@ -74,6 +74,7 @@ class Broker:
         self._stopping = False
         self._ended_without_report: dict[str, float] = {}
         self._cancel_sent: set[str] = set()
+        self._status_seen: dict[int, tuple[int, int]] = {}  # attempt id -> status.json stat
         self._last_probe = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -359,7 +360,13 @@ class Broker:
     ) -> None:
         if attempt is None or task.work_url is None:
             return
-        status = workspace.read_status(task.work_url, attempt.number)
+        signature = workspace.status_signature(task.work_url, attempt.number)
+        if signature is not None and self._status_seen.get(attempt.id) == signature:
+            status: dict[str, Any] | None = attempt.status  # unchanged since last pass
+        else:
+            status = workspace.read_status(task.work_url, attempt.number)
+            if signature is not None:
+                self._status_seen[attempt.id] = signature
         if status is not None and status != attempt.status:
             changes.statuses.append((attempt.id, status, _time(status.get("start_time"))))
         agent_state = (status or {}).get("state")
@@ -403,10 +410,10 @@ class Broker:
             detail = f"the job was cancelled outside the broker: {detail}"
         self._finish(task, attempt, State.SYSTEM_ERROR, detail, changes)
 
-    @staticmethod
     def _finish(
-        task: TaskRow, attempt: AttemptRow, state: State, reason: str, changes: Changes
+        self, task: TaskRow, attempt: AttemptRow, state: State, reason: str, changes: Changes
     ) -> None:
+        self._status_seen.pop(attempt.id, None)
         changes.finished.append(attempt.id)
         changes.move(task.id, state, reason)
 

@@ -48,6 +48,19 @@ def read_status(url: str, attempt: int) -> dict[str, Any] | None:
         return None
 
 
+def status_signature(url: str, attempt: int) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of a local ``status.json`` -- a cheap "has it changed?" --
+    or ``None`` where that cannot be known without reading (object storage, missing)."""
+    try:
+        local = wd.open_workdir(url).local_path(wd.status_name(attempt))
+        if local is None:
+            return None
+        stat = local.stat()
+    except (OSError, ValueError):
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def read_executor_log(url: str, attempt: int, index: int, stream: str) -> bytes | None:
     try:
         return wd.read_executor_log(wd.open_workdir(url), attempt, index, stream)
