@@ -41,7 +41,7 @@ class Task(SQLModel, table=True):
 
 class TaskTag(SQLModel, table=True):
     __tablename__ = "task_tags"
-    __table_args__ = (Index("ix_task_tags_key_value", "key", "value"),)
+    __table_args__ = (Index("ix_task_tags_key_value_seq", "key", "value", "task_seq"),)
 
     task_seq: int = Field(foreign_key="tasks.seq", primary_key=True)
     key: str = Field(primary_key=True, max_length=256)

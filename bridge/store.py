@@ -325,10 +325,21 @@ class TaskStore:
             query = query.where(T.c.state == q.state.value)
         if q.name_prefix:
             query = query.where(T.c.name.like(_escape_like(q.name_prefix) + "%", escape="\\"))
-        for key, value in (q.tags or {}).items():
-            cond = and_(TAGS.c.task_seq == T.c.seq, TAGS.c.key == key)
+        tags = dict(q.tags or {})
+        exact = next(((k, v) for k, v in tags.items() if v), None)
+        if exact is not None:
+            # Drive the page from the (key, value, task_seq) index: walk the matching
+            # tags newest first instead of testing every task for the tag.
+            tags.pop(exact[0])
+            query = query.join(TAGS, TAGS.c.task_seq == T.c.seq).where(
+                and_(TAGS.c.key == exact[0], TAGS.c.value == exact[1])
+            )
+            query = query.order_by(None).order_by(TAGS.c.task_seq.desc())
+        for key, value in tags.items():
+            other = TAGS.alias()
+            cond = and_(other.c.task_seq == T.c.seq, other.c.key == key)
             if value:
-                cond = and_(cond, TAGS.c.value == value)
+                cond = and_(cond, other.c.value == value)
             query = query.where(exists().where(cond))
         return query
 
