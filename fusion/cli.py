@@ -71,6 +71,8 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--metadata-ttl", type=float, default=1.0, help="seconds (default 1)")
     m.add_argument("--part-size", type=parse_size, default=parse_size("8M"))
     m.add_argument("--max-window", type=parse_size, default=parse_size("64M"))
+    m.add_argument("--fetch-threads", type=int, default=32, help="parallel GETs (all files)")
+    m.add_argument("--upload-threads", type=int, default=16, help="parallel part uploads")
     m.add_argument("--bucket", action="append", default=[], help="only show these buckets")
     m.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     m.add_argument("--debug", action="store_true")
@@ -117,6 +119,8 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         part_size=args.part_size,
         max_window=args.max_window,
         buckets=tuple(args.bucket),
+        fetch_threads=args.fetch_threads,
+        upload_threads=args.upload_threads,
     )
     serve(
         args.mountpoint,

@@ -631,6 +631,22 @@ class FusionFS:
     def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
         self.stats["reads"] += 1
         self.stats["read_bytes_requested"] += length
+        got = self._read(fh, offset, length, block=True)
+        assert got is not None
+        return got
+
+    def read_nowait(self, fh: int, offset: int, length: int) -> bytes | memoryview | None:
+        """Like :meth:`read` when the bytes are already here, else ``None`` (no waiting).
+
+        Lets the FUSE adapter answer prefetched reads without a hop to a worker thread.
+        """
+        got = self._read(fh, offset, length, block=False)
+        if got is not None:
+            self.stats["reads"] += 1
+            self.stats["read_bytes_requested"] += length
+        return got
+
+    def _read(self, fh: int, offset: int, length: int, block: bool) -> bytes | memoryview | None:
         handle = self._handle(fh)
         node = handle.node
         session = node.session
@@ -640,6 +656,9 @@ class FusionFS:
         if info is None or offset >= info.size:
             return b""
         if info.size <= self.small.threshold:
+            if not block:
+                held = self.small.held(node.bucket, node.key, info.etag or None)
+                return memoryview(held)[offset : offset + length] if held is not None else None
             data = self.small.get(node.bucket, node.key, info.etag or None, info.size)
             return memoryview(data)[offset : offset + length]
         with handle.lock:
@@ -658,7 +677,7 @@ class FusionFS:
                     max_window=self.config.max_window,
                 )
             prefetcher = handle.prefetcher
-        return prefetcher.read(offset, length)
+        return prefetcher.read(offset, length, block=block)
 
     def write(self, fh: int, offset: int, data: bytes | memoryview) -> int:
         self.stats["writes"] += 1
@@ -711,9 +730,12 @@ class FusionFS:
         node = handle.node
         if handle.prefetcher is not None:
             handle.prefetcher.close()
-        if handle.writable and node.session is not None and node.session.dirty:
+        session = node.session
+        if handle.writable and session is not None and session.dirty and not session.failed:
             # Written after the last flush (rare: writes through a dup'ed descriptor that
-            # was never closed, or mmap). Nobody waits for release: log on failure.
+            # was never closed, or mmap). Nobody waits for release: log on failure. A
+            # flush that failed was reported to close(2) and is not retried behind the
+            # caller's back.
             try:
                 self._commit(node)
             except (FusionError, OSError) as err:

@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 MAX_REQUEST = 1024 * 1024
 #: Kernel read-ahead for the mount, KiB: two full requests ahead of the reader.
-READ_AHEAD_KB = 4096
+READ_AHEAD_KB = int(os.environ.get("FUSION_READ_AHEAD_KB") or 4096)
 
 
 def _name(raw: bytes) -> str:
@@ -258,7 +258,13 @@ class FusionOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh)), self._entry(attr)
 
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
-        data: Any = await self._call(self.fs.read, fh, off, size)
+        # Prefetched bytes are answered here, without a hop to a worker thread.
+        try:
+            data: Any = self.fs.read_nowait(fh, off, size)
+        except OSError as err:
+            raise pyfuse3.FUSEError(err.errno or errno.EIO) from err
+        if data is None:
+            data = await self._call(self.fs.read, fh, off, size)
         return data  # bytes or memoryview: pyfuse3 takes any contiguous buffer
 
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:

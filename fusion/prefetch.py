@@ -155,7 +155,12 @@ class Prefetcher:
         self._schedule(self._high)
 
     # -- the read path ------------------------------------------------------------------
-    def read(self, offset: int, length: int) -> bytes | memoryview:
+    def read(self, offset: int, length: int, block: bool = True) -> bytes | memoryview | None:
+        """Bytes ``[offset, offset + length)``.
+
+        With ``block=False``, return ``None`` instead of waiting for a GET (the GETs the
+        read needs are started all the same); the caller then calls again, blocking.
+        """
         size = self.source.size
         length = min(length, size - offset)
         if length <= 0:
@@ -170,12 +175,16 @@ class Prefetcher:
             elif streaming and self._high - BEHIND <= offset < first:
                 # A late request from the kernel's own read-ahead: the stream already
                 # moved past it. Serve it directly, leave the stream alone.
+                if not block:
+                    return None
                 self.late_reads += 1
                 streaming = False
             elif self._last_end is None or offset == self._last_end:
                 self._start_stream(offset)
                 streaming = True
             else:
+                if not block:
+                    return None
                 self._drop_stream()
                 self.random_reads += 1
                 self._last_end = end
@@ -183,6 +192,8 @@ class Prefetcher:
             if streaming:
                 self._schedule(end)
                 needed = [s for s in self._segments if s.start < end and s.end > offset]
+                if not block and not all(s.future.done() for s in needed):
+                    return None
         if needed is None:
             return self.source.fetch(offset, end)
         try:

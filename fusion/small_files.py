@@ -144,6 +144,15 @@ class SmallObjects:
         fetched = self._fetch(bucket, key)
         return fetched.data
 
+    def held(self, bucket: str, key: str, etag: str | None) -> bytes | None:
+        """The object if it is already here (never waits, never fetches)."""
+        with self._lock:
+            done = self._done.get((bucket, key))
+            if done is not None and (etag is None or done.info.etag == etag):
+                self._done.move_to_end((bucket, key))
+                return done.data
+        return None
+
     def pending(self, bucket: str, key: str) -> Resolution | None:
         """The metadata of an in-flight prefetch of ``key`` (waits for it), if any."""
         with self._lock:

@@ -77,6 +77,8 @@ class WriteSession:
         self._gen: dict[int, int] = {}
         self._closed = False
         self.etag: str | None = None
+        #: Set when the last commit failed (and reported); cleared by the next write.
+        self.failed = False
         self.parts_uploaded_early = 0
 
     # -- state ------------------------------------------------------------------------------
@@ -116,6 +118,7 @@ class WriteSession:
             raise OSError(errno.EFBIG, f"files larger than {self.part_size * MAX_PARTS} bytes")
         written = os.pwrite(self._fd, data, offset)
         with self._lock:
+            self.failed = False
             if offset != self._size:
                 self._sequential = False
             self._size = max(self._size, offset + written)
@@ -135,6 +138,7 @@ class WriteSession:
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
         with self._lock:
+            self.failed = False
             ps = self.part_size
             first = min(size, self._size) // ps
             last = max(size, self._size) // ps
@@ -186,6 +190,14 @@ class WriteSession:
         Raises :class:`UploadFailed` (errno EIO or the store's) if the object could not
         be written; the spool is kept and a later commit retries.
         """
+        try:
+            return self._commit()
+        except BaseException:
+            with self._lock:
+                self.failed = True
+            raise
+
+    def _commit(self) -> str:
         with self._lock:
             if not self._dirty and self.etag is not None:
                 return self.etag

@@ -112,3 +112,24 @@ def test_reads_past_the_end(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
     pf = Prefetcher(src, pool)
     assert bytes(pf.read(MiB, 100)) == data[MiB:]
     assert pf.read(MiB + 5, 10) == b""
+
+
+def test_nonblocking_read_answers_only_when_the_bytes_are_here(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    _, src, data = _source(tmp_path, 8 * MiB)
+    pf = Prefetcher(src, pool)
+    got = pf.read(0, MiB, block=False)
+    if got is None:  # the GET was started; a blocking read then waits for it
+        got = pf.read(0, MiB)
+    assert bytes(got) == data[:MiB]
+    import time
+
+    deadline = time.monotonic() + 5
+    ready = None
+    while ready is None and time.monotonic() < deadline:
+        ready = pf.read(MiB, MiB, block=False)  # prefetched behind the first read
+        time.sleep(0.01)
+    assert ready is not None and bytes(ready) == data[MiB : 2 * MiB]
+    assert pf.read(7 * MiB, 100, block=False) is None  # a seek never answers without waiting
+    assert pf.random_reads == 0
