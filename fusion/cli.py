@@ -100,6 +100,8 @@ def _limit_malloc() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
+    if os.environ.get("FUSION_DEFAULT_MALLOC"):
+        return
     m_mmap_threshold, m_arena_max = -3, -8
     libc.mallopt(m_mmap_threshold, 1024 * 1024)
     libc.mallopt(m_arena_max, 2)
@@ -158,7 +160,9 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+        level=logging.DEBUG
+        if getattr(args, "debug", False) or os.environ.get("FUSION_DEBUG")
+        else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -47,7 +47,7 @@ from fusion.inodes import ROOT_INO, Inode, InodeTable, Kind
 from fusion.meta_cache import MISSING, MetaCache, Resolution
 from fusion.object_source import ObjectSource
 from fusion.objects import CommonPrefix, ObjectInfo
-from fusion.prefetch import Prefetcher
+from fusion.prefetch import Prefetcher, ReadBudget
 from fusion.small_files import SmallObjects
 from fusion.store import ObjectStore
 from fusion.symlinks import MAX_TARGET, SYMLINK_METADATA, is_symlink
@@ -169,6 +169,7 @@ class FusionFS:
         os.makedirs(self.spool_dir, exist_ok=True)
         self.fetch_pool = ThreadPoolExecutor(config.fetch_threads, "fusion-get")
         self.upload_pool = ThreadPoolExecutor(config.upload_threads, "fusion-put")
+        self.read_budget = ReadBudget(2 * config.max_window)
         self.small = SmallObjects(
             store,
             self.fetch_pool,
@@ -675,6 +676,7 @@ class FusionFS:
                     self.fetch_pool,
                     part_size=self.config.part_size,
                     max_window=self.config.max_window,
+                    budget=self.read_budget,
                 )
             prefetcher = handle.prefetcher
         return prefetcher.read(offset, length, block=block)
@@ -698,12 +700,21 @@ class FusionFS:
             return
         if node.unlinked:
             return  # unlinked while open: nothing to publish
+        started = time.monotonic()
         try:
             etag = session.commit()
         except UploadFailed:
             raise
         except FusionError as err:
             raise UploadFailed(str(err), err=getattr(err, "errno", errno.EIO)) from err
+        log.debug(
+            "published s3://%s/%s: %d bytes, %d parts uploaded while writing, close took %.2fs",
+            node.bucket,
+            node.key,
+            session.size,
+            session.parts_uploaded_early,
+            time.monotonic() - started,
+        )
         info = ObjectInfo(node.key, session.size, etag, time.time(), dict(session.metadata))
         node.info = info
         node.validated = time.monotonic()

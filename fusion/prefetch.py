@@ -37,6 +37,10 @@ The design follows mountpoint-s3's prefetcher, simplified for one process and th
   read fetches exactly the bytes asked for (from the cache when all its blocks are
   there). If the next read continues where it ended, a new stream starts there with
   the initial window - a seek costs one small GET, not a large one.
+* All streams of a mount share one :class:`ReadBudget` (default: twice the maximum
+  window): read-ahead beyond the current read is only issued while the budget allows,
+  so many files read at once cannot multiply memory; a read always gets the bytes it
+  needs.
 * A failed GET fails the reads that need it (the errno comes from the one S3 table) and
   drops the stream, so the next read retries rather than replaying the error.
 """
@@ -49,7 +53,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource"]
+__all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource", "ReadBudget"]
 
 INITIAL_WINDOW = 2 * 1024 * 1024
 #: Bytes kept behind the reader's furthest position: the kernel's own read-ahead (4 MiB,
@@ -71,6 +75,31 @@ class RangeSource(Protocol):
         ...
 
 
+class ReadBudget:
+    """Bytes that all read-ahead of a mount may hold at once, shared by every stream.
+
+    A stream always gets the bytes its current read needs; read-ahead beyond that is
+    taken from the budget, so N files read at once share one bound instead of each
+    holding a full window.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int, force: bool = False) -> bool:
+        with self._lock:
+            if not force and self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used = max(0, self.used - n)
+
+
 @dataclass
 class _Segment:
     start: int
@@ -87,8 +116,10 @@ class Prefetcher:
         submit: Executor | Callable[[Callable[[], bytes]], Future[bytes]],
         part_size: int = 8 * 1024 * 1024,
         max_window: int = 64 * 1024 * 1024,
+        budget: ReadBudget | None = None,
     ) -> None:
         self.source = source
+        self.budget = budget or ReadBudget(max(INITIAL_WINDOW, max_window) + RETAIN)
         if isinstance(submit, Executor):
             pool = submit
             self._submit: Callable[[Callable[[], bytes]], Future[bytes]] = pool.submit
@@ -114,6 +145,7 @@ class Prefetcher:
     def _drop_stream(self) -> None:
         for seg in self._segments:
             seg.future.cancel()
+            self.budget.give(seg.end - seg.start)
         self._segments = []
         self._stream_start = -1
 
@@ -140,6 +172,9 @@ class Prefetcher:
         while self._fetch_end < target:
             start = self._fetch_end
             end = min(size, start + seg_size)
+            # What the current read needs is always fetched; read-ahead only within budget.
+            if not self.budget.take(end - start, force=start < upto):
+                break
             fut = self._submit(_bind(self.source.fetch, start, end))
             self._segments.append(_Segment(start, end, fut))
             self._fetch_end = end
@@ -151,7 +186,8 @@ class Prefetcher:
             self._grown_at = self._high
         keep_from = self._high - RETAIN
         while self._segments and self._segments[0].end <= keep_from:
-            self._segments.pop(0)
+            seg = self._segments.pop(0)
+            self.budget.give(seg.end - seg.start)
         self._schedule(self._high)
 
     # -- the read path ------------------------------------------------------------------

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import tempfile
 import threading
@@ -40,6 +41,8 @@ from fusion.objects import MAX_PARTS, MIN_PART_SIZE, UploadedPart
 from fusion.store import ObjectStore
 
 __all__ = ["WriteSession"]
+
+log = logging.getLogger(__name__)
 
 
 class WriteSession:
@@ -119,7 +122,14 @@ class WriteSession:
         written = os.pwrite(self._fd, data, offset)
         with self._lock:
             self.failed = False
-            if offset != self._size:
+            if offset != self._size and self._sequential:
+                log.debug(
+                    "s3://%s/%s: write at %d of %d: random",
+                    self.bucket,
+                    self.key,
+                    offset,
+                    self._size,
+                )
                 self._sequential = False
             self._size = max(self._size, offset + written)
             self._dirty = True
@@ -136,6 +146,12 @@ class WriteSession:
         return os.pread(self._fd, length, offset) if length else b""
 
     def truncate(self, size: int) -> None:
+        with self._lock:
+            if size == self._size and (size > 0 or not self._parts):
+                # A no-op (dd and many tools ftruncate a fresh file to 0): keep the file
+                # sequential, so its parts still upload while it is written.
+                self._dirty = self._dirty or self.etag is None
+                return
         os.ftruncate(self._fd, size)
         with self._lock:
             self.failed = False
@@ -262,15 +278,15 @@ class WriteSession:
         return self._committed(etag)
 
     def _committed(self, etag: str) -> str:
+        # Sequential stays as it was: dd, for one, closes a duplicate descriptor (a
+        # flush, so a commit) before it writes anything, and then writes in order.
         with self._lock:
             self._dirty = False
-            self._sequential = False
             self.etag = etag
             return etag
 
     def _abort(self) -> None:
         with self._lock:
-            upload_id, self._upload_id = self._upload_id, None
             parts, self._parts = self._parts, {}
             self._part_gen = {}
         for fut in parts.values():
@@ -280,6 +296,9 @@ class WriteSession:
                 # The upload is being aborted: a part's own failure no longer matters.
                 with contextlib.suppress(Exception):
                     fut.result()
+        # Only now: a part that was running may have created the upload meanwhile.
+        with self._lock:
+            upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
             # An orphaned upload is reclaimed by the bucket's lifecycle rules.
             with contextlib.suppress(StoreError):

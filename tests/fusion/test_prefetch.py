@@ -12,7 +12,7 @@ from fusion.chunk_cache import ChunkCache
 from fusion.errors import StoreError
 from fusion.memory_store import MemoryObjectStore
 from fusion.object_source import ObjectSource
-from fusion.prefetch import INITIAL_WINDOW, Prefetcher
+from fusion.prefetch import INITIAL_WINDOW, RETAIN, Prefetcher
 
 MiB = 1024 * 1024
 
@@ -133,3 +133,25 @@ def test_nonblocking_read_answers_only_when_the_bytes_are_here(
     assert ready is not None and bytes(ready) == data[MiB : 2 * MiB]
     assert pf.read(7 * MiB, 100, block=False) is None  # a seek never answers without waiting
     assert pf.random_reads == 0
+
+
+def test_streams_share_one_read_budget(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    from fusion.prefetch import ReadBudget
+
+    _, src, data = _source(tmp_path, 64 * MiB)
+    budget = ReadBudget(16 * MiB)
+    readers = [Prefetcher(src, pool, max_window=32 * MiB, budget=budget) for _ in range(4)]
+    peak = 0
+    for off in range(0, 32 * MiB, MiB):
+        for pf in readers:
+            assert bytes(pf.read(off, MiB)) == data[off : off + MiB]
+        peak = max(peak, budget.used)
+    # Four streams with 32 MiB windows would hold 4 x (32 + 8) MiB on their own; shared,
+    # they stay within 16 MiB plus, per stream, what its current read needs and the
+    # bytes it keeps behind the reader (RETAIN).
+    bound = 16 * MiB + 4 * (8 * MiB + RETAIN)
+    assert peak <= bound < 4 * (32 * MiB + RETAIN)
+    assert sum(pf.buffered_bytes for pf in readers) <= bound
+    for pf in readers:
+        pf.close()
+    assert budget.used == 0

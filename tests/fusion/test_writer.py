@@ -148,3 +148,30 @@ def test_too_large_is_efbig(
     with pytest.raises(OSError) as err:
         ws.write(PART * 10_000, b"x")
     assert err.value.errno == errno.EFBIG
+
+
+def test_truncate_to_the_current_size_keeps_uploading_early(
+    store: MemoryObjectStore, pool: ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    ws = _session(store, pool, tmp_path)
+    ws.truncate(0)  # what dd does to a file it just created
+    data = random.Random(6).randbytes(2 * PART)
+    for off in range(0, len(data), MiB):
+        ws.write(off, data[off : off + MiB])
+    assert ws.parts_uploaded_early == 2
+    ws.commit()
+    assert store.get("b", "k") == data
+
+
+def test_a_commit_before_any_write_keeps_uploading_early(
+    store: MemoryObjectStore, pool: ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    ws = _session(store, pool, tmp_path)
+    ws.commit()  # dd closes a dup of its output before writing: an empty object
+    assert store.get("b", "k") == b""
+    data = random.Random(7).randbytes(2 * PART + 1)
+    for off in range(0, len(data), MiB):
+        ws.write(off, data[off : off + MiB])
+    assert ws.parts_uploaded_early == 2
+    ws.commit()
+    assert store.get("b", "k") == data
