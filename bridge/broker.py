@@ -260,6 +260,29 @@ class Broker:
                 return
             await asyncio.to_thread(self._submitted_all, list(zip(subs, job_ids, strict=True)))
             return
+        submit_many = getattr(backend, "submit_many", None)
+        if submit_many is not None and len(subs) > 1:
+            # Several jobs per round trip (Slurm: one shell runs an sbatch per script).
+            try:
+                answers = await submit_many([s.spec for s in subs])
+            except BackendUnavailable:
+                for sub in subs:
+                    await asyncio.to_thread(self._requeue, sub)
+                return
+            except (SchedulerError, OSError) as err:
+                for sub in subs:
+                    await asyncio.to_thread(
+                        self._fail, sub.task.id, f"{target} refused the job: {err}"
+                    )
+                return
+            done = [(s, a) for s, a in zip(subs, answers, strict=True) if isinstance(a, str)]
+            for sub, answer in zip(subs, answers, strict=True):
+                if not isinstance(answer, str):
+                    await asyncio.to_thread(
+                        self._fail, sub.task.id, f"{target} refused the job: {answer}"
+                    )
+            await asyncio.to_thread(self._submitted_all, done)
+            return
         # One by one, but several in flight: a submit is mostly waiting on the
         # target (sbatch, an SSH round trip), so a few at once multiply the rate.
         limit = asyncio.Semaphore(self.settings.broker.submit_concurrency)

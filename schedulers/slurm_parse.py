@@ -319,3 +319,22 @@ def microarchitecture_from_cpuinfo(cpuinfo: str, machine: str) -> str:
         candidates = [c for c in candidates if c.cpu_part == info.cpu_part]
     specific = [c for c in candidates if c > best_generic]
     return str(max(specific, key=depth).name if specific else best_generic.name)
+
+
+def parse_submit_many(stdout: str, count: int) -> list[str | ValueError]:
+    """Answers of ``SUBMIT_MANY``: a job id, or the reason sbatch gave, per script.
+
+    A script with no answer line (the shell died part-way) gets an error too.
+    """
+    answers: list[str | ValueError] = []
+    for line in stdout.splitlines():
+        status, _, rest = line.partition(" ")
+        if status == "ok":
+            try:
+                answers.append(parse_sbatch_id(rest))
+            except ValueError as err:
+                answers.append(err)
+        elif status == "err":
+            answers.append(ValueError(rest.strip() or "sbatch failed"))
+    missing = count - len(answers)
+    return answers[:count] + [ValueError("sbatch gave no answer") for _ in range(max(0, missing))]

@@ -89,3 +89,28 @@ def _case(index: int, spec: JobSpec, *, redirect: bool) -> str:
     lines.append(f"exec {shlex.join(spec.argv)}")
     body = "".join(f"        {line}\n" for line in lines)
     return f"    {index})\n{body}        ;;"
+
+
+# Submits every job script read from stdin (scripts separated by the line given as $1)
+# with one sbatch each, and answers one line per script: "ok <job id>" or "err <message>".
+# A fixed program of ours: job scripts travel on stdin, never in the command line.
+SUBMIT_MANY = r"""sep="$1"; buf=""
+while IFS= read -r line || [ -n "$line" ]; do
+  if [ "$line" = "$sep" ]; then
+    if out=$(printf '%s' "$buf" | sbatch --parsable 2>&1); then
+      printf 'ok %s\n' "$(printf '%s\n' "$out" | tail -n 1)"
+    else
+      printf 'err %s\n' "$(printf '%s' "$out" | tr '\n' ' ')"
+    fi
+    buf=""
+  else
+    buf="$buf$line
+"
+  fi
+done
+"""
+
+
+def submit_many_input(scripts: Sequence[str], separator: str) -> str:
+    """The stdin of :data:`SUBMIT_MANY`: each script followed by the separator line."""
+    return "".join(f"{script.rstrip(chr(10))}\n{separator}\n" for script in scripts)
