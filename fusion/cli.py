@@ -5,6 +5,10 @@ until SIGTERM/SIGINT, then unmounts cleanly. The store is reached with the usual
 variables and profiles (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``...);
 ``--endpoint-url`` and ``--profile`` override them.
 
+Environment knobs of the mount process, for diagnosis: ``FUSION_DEBUG=1`` logs at debug
+level, ``FUSION_READ_AHEAD_KB`` sets the kernel read-ahead of the mount (default 4096),
+``FUSION_DEFAULT_MALLOC=1`` keeps glibc's default allocator tuning.
+
 ``fusion stage in s3://b/k [more...]`` copies objects to their Fusion paths (under
 ``--root``, default ``$FUSION_ROOT`` or ``/fusion``), and ``fusion stage out PATH...``
 uploads files from Fusion paths back to the objects they name; ``URL=PATH`` or
