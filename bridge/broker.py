@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -246,42 +246,12 @@ class Broker:
         """Submit, as one array where the target allows; a busy target keeps tasks queued."""
         backend = self.backends[target]
         if len(subs) > 1 and self.configs[target].batches_arrays:
-            try:
-                job_ids = await backend.submit_array([s.spec for s in subs])
-            except BackendUnavailable:
-                for sub in subs:
-                    await asyncio.to_thread(self._requeue, sub)
-                return
-            except (SchedulerError, OSError) as err:
-                for sub in subs:
-                    await asyncio.to_thread(
-                        self._fail, sub.task.id, f"{target} refused the job: {err}"
-                    )
-                return
-            await asyncio.to_thread(self._submitted_all, list(zip(subs, job_ids, strict=True)))
+            await self._submit_together(target, subs, backend.submit_array)
             return
         submit_many = getattr(backend, "submit_many", None)
         if submit_many is not None and len(subs) > 1:
             # Several jobs per round trip (Slurm: one shell runs an sbatch per script).
-            try:
-                answers = await submit_many([s.spec for s in subs])
-            except BackendUnavailable:
-                for sub in subs:
-                    await asyncio.to_thread(self._requeue, sub)
-                return
-            except (SchedulerError, OSError) as err:
-                for sub in subs:
-                    await asyncio.to_thread(
-                        self._fail, sub.task.id, f"{target} refused the job: {err}"
-                    )
-                return
-            done = [(s, a) for s, a in zip(subs, answers, strict=True) if isinstance(a, str)]
-            for sub, answer in zip(subs, answers, strict=True):
-                if not isinstance(answer, str):
-                    await asyncio.to_thread(
-                        self._fail, sub.task.id, f"{target} refused the job: {answer}"
-                    )
-            await asyncio.to_thread(self._submitted_all, done)
+            await self._submit_together(target, subs, submit_many)
             return
         # One by one, but several in flight: a submit is mostly waiting on the
         # target (sbatch, an SSH round trip), so a few at once multiply the rate.
@@ -307,6 +277,31 @@ class Broker:
                 await asyncio.to_thread(self._submitted, sub, job_id)
 
         await asyncio.gather(*(one(sub) for sub in subs))
+
+    async def _submit_together(
+        self,
+        target: str,
+        subs: Sequence[_Submission],
+        call: Callable[[list[JobSpec]], Awaitable[Sequence[str | Exception]]],
+    ) -> None:
+        """One backend call for many jobs; it answers a job id or an error per job."""
+        try:
+            answers = await call([s.spec for s in subs])
+        except BackendUnavailable:
+            for sub in subs:
+                await asyncio.to_thread(self._requeue, sub)
+            return
+        except (SchedulerError, OSError) as err:
+            answers = [err] * len(subs)
+        done = []
+        for sub, answer in zip(subs, answers, strict=True):
+            if isinstance(answer, str):
+                done.append((sub, answer))
+            else:
+                await asyncio.to_thread(
+                    self._fail, sub.task.id, f"{target} refused the job: {answer}"
+                )
+        await asyncio.to_thread(self._submitted_all, done)
 
     def _submitted_all(self, pairs: Sequence[tuple[_Submission, str]]) -> None:
         self.store.record_submissions(
