@@ -7,6 +7,7 @@ Modules, each with one job:
 * ``errors`` - typed errors and the one S3-code -> errno table.
 * ``fs`` - the file-system logic, without FUSE; ``fuse_ops`` - the thin pyfuse3 adapter;
   ``inodes`` - the inode table; ``meta_cache`` - names and attributes with a TTL;
+  ``listing`` - one open directory, a paginated LIST streamed to readdir;
   ``symlinks`` - how links are stored.
 * ``prefetch`` - sequential read-ahead over ``object_source`` (ranged GETs through
   ``chunk_cache``, the bounded on-disk cache); ``small_files`` - fetching the small files

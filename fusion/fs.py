@@ -19,9 +19,9 @@ Names: a key prefix is a directory; if both ``a`` and ``a/...`` exist, the direc
 wins and the object is hidden. Keys that are not valid file names (empty path
 components, ``.``, ``..``, longer than 255 bytes) are not shown.
 
-How each operation maps to S3 is in ``SEMANTICS.md``; the read path is in
-:mod:`fusion.prefetch` and :mod:`fusion.small_files`, the write path in
-:mod:`fusion.writer`.
+How each operation maps to S3 is in ``SEMANTICS.md``; directory listings are in
+:mod:`fusion.listing`, the read path in :mod:`fusion.prefetch` and
+:mod:`fusion.small_files`, the write path in :mod:`fusion.writer`.
 """
 
 from __future__ import annotations
@@ -39,18 +39,18 @@ from dataclasses import dataclass, field
 from fusion.chunk_cache import ChunkCache
 from fusion.errors import (
     FusionError,
-    StoreError,
     UnsupportedOperation,
     UploadFailed,
 )
 from fusion.inodes import ROOT_INO, Inode, InodeTable, Kind
+from fusion.listing import NAME_MAX, DirListing, Entry, kind_of, valid_name
 from fusion.meta_cache import MISSING, MetaCache, Resolution
 from fusion.object_source import ObjectSource
 from fusion.objects import CommonPrefix, ObjectInfo
 from fusion.prefetch import Prefetcher, ReadBudget
 from fusion.small_files import SmallObjects
 from fusion.store import ObjectStore
-from fusion.symlinks import MAX_TARGET, SYMLINK_METADATA, is_symlink
+from fusion.symlinks import MAX_TARGET, SYMLINK_METADATA
 from fusion.writer import WriteSession
 
 __all__ = ["Attr", "FsConfig", "FusionFS", "StatFs"]
@@ -58,10 +58,8 @@ __all__ = ["Attr", "FsConfig", "FusionFS", "StatFs"]
 log = logging.getLogger(__name__)
 
 SCHEME = "s3"
-NAME_MAX = 255
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
-_LIST_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -127,32 +125,8 @@ class _FileHandle:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@dataclass
-class _DirHandle:
-    fh: int
-    node: Inode
-    entries: list[tuple[str, Kind, ObjectInfo | None]] = field(default_factory=list)
-    index: dict[str, int] = field(default_factory=dict)
-    source: Iterator[ObjectInfo | CommonPrefix] | None = None
-    done: bool = False
-    reported: int = 0
-    extra_added: bool = False
-    heads_left: int = 0
-    pending: dict[str, Future[ObjectInfo | None]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 def _err(number: int, message: str) -> OSError:
     return OSError(number, f"{os.strerror(number)}: {message}")
-
-
-def _valid_name(name: str) -> bool:
-    return (
-        bool(name)
-        and name not in (".", "..")
-        and "/" not in name
-        and (len(name.encode(errors="surrogateescape")) <= NAME_MAX)
-    )
 
 
 class FusionFS:
@@ -182,7 +156,7 @@ class FusionFS:
         self.stats: dict[str, int] = {"reads": 0, "read_bytes_requested": 0, "writes": 0}
         self._next_fh = 1
         self._files: dict[int, _FileHandle] = {}
-        self._dirs: dict[int, _DirHandle] = {}
+        self._dirs: dict[int, DirListing] = {}
         root = self.inodes.get(ROOT_INO)
         assert root is not None
         self.root = root
@@ -225,7 +199,7 @@ class FusionFS:
         return Attr(node.ino, node.kind.mode_bits, node.size, mtime, 1, cfg.uid, cfg.gid)
 
     def _kind_of(self, info: ObjectInfo) -> Kind:
-        return Kind.SYMLINK if is_symlink(info.metadata) else Kind.FILE
+        return kind_of(info)
 
     # -- name resolution ----------------------------------------------------------------
     def _resolve(self, bucket: str, key: str) -> Resolution:
@@ -293,7 +267,7 @@ class FusionFS:
             return self.attr(up)
         if not parent.kind.is_dir:
             raise _err(errno.ENOTDIR, parent.name)
-        if not _valid_name(name):
+        if not valid_name(name):
             raise _err(errno.ENAMETOOLONG if len(name) > NAME_MAX else errno.ENOENT, name)
         res = self._lookup_res(parent, name)
         if not res.exists:
@@ -361,105 +335,19 @@ class FusionFS:
         node = self._node(ino)
         if not node.kind.is_dir:
             raise _err(errno.ENOTDIR, node.name)
-        fh = self._fh()
-        handle = _DirHandle(fh, node, heads_left=self.config.listing_heads)
+        fixed: list[Entry] | None = None
         if node.kind is Kind.ROOT:
-            handle.entries.append((SCHEME, Kind.SCHEME, None))
-            handle.done = True
+            fixed = [(SCHEME, Kind.SCHEME, None)]
         elif node.kind is Kind.SCHEME:
             names = list(self.config.buckets) or self.store.list_buckets()
-            handle.entries.extend((b, Kind.BUCKET, None) for b in names if _valid_name(b))
-            handle.done = True
-        else:
-            handle.source = self.store.list(node.bucket, prefix=node.key, delimiter="/")
+            fixed = [(b, Kind.BUCKET, None) for b in names if valid_name(b)]
+        listing = DirListing(
+            node, self.store, self.fetch_pool, self.meta, self.config.listing_heads, fixed
+        )
+        fh = self._fh()
         with self._lock:
-            self._dirs[fh] = handle
+            self._dirs[fh] = listing
         return fh
-
-    def _fill(self, handle: _DirHandle, want: int) -> None:
-        """Materialize listing entries, a LIST page at a time, until ``want`` are known."""
-        node = handle.node
-        prefix = node.key
-        while not handle.done and len(handle.entries) < want:
-            assert handle.source is not None
-            batch: list[tuple[str, Kind, ObjectInfo | None]] = []
-            for entry in handle.source:
-                if isinstance(entry, CommonPrefix):
-                    name = entry.prefix[len(prefix) : -1]
-                    if _valid_name(name):
-                        batch.append((name, Kind.DIR, None))
-                else:
-                    name = entry.key[len(prefix) :]
-                    # Skips the directory's own marker "prefix/" and unnamable keys.
-                    if _valid_name(name):
-                        batch.append((name, Kind.FILE, entry))
-                if len(batch) >= _LIST_PAGE:
-                    break
-            else:
-                handle.done = True
-            self._add_batch(handle, batch)
-        if handle.done and not handle.extra_added:
-            handle.extra_added = True
-            # Files created here and not yet uploaded are listed too.
-            for child in self.inodes.children_of(node.ino):
-                local = child.session is not None and not child.unlinked
-                if local and child.name not in handle.index:
-                    handle.index[child.name] = len(handle.entries)
-                    handle.entries.append((child.name, child.kind, child.info))
-            listing = [(n, i if k is Kind.FILE else None) for n, k, i in handle.entries]
-            self.meta.put_listing(node.bucket, prefix, listing)
-
-    def _add_batch(
-        self, handle: _DirHandle, batch: list[tuple[str, Kind, ObjectInfo | None]]
-    ) -> None:
-        node = handle.node
-        resolutions: list[tuple[str, Resolution]] = []
-        for name, kind, info in batch:
-            key = node.child_key(name)
-            known = self._known_kind(node.bucket, key)
-            if kind is Kind.FILE and known is Kind.SYMLINK:
-                kind = Kind.SYMLINK
-            pos = handle.index.get(name)
-            if pos is not None:
-                # "a" (object) and "a/" (prefix) both exist: the directory wins.
-                if kind is Kind.DIR and pos >= handle.reported:
-                    handle.entries[pos] = (name, Kind.DIR, None)
-                    handle.pending.pop(name, None)
-                continue
-            # A listing carries no metadata: a small object may be a symlink. Ask, in
-            # parallel and ahead of the reader, for the first ``listing_heads`` of them.
-            # Past that budget they are listed as files: a symlink among thousands of
-            # tiny objects shows as a file until its entry expires (SEMANTICS.md).
-            tiny = kind is Kind.FILE and info is not None and info.size <= MAX_TARGET
-            if tiny and known is None and handle.heads_left > 0:
-                handle.heads_left -= 1
-                handle.pending[name] = self.fetch_pool.submit(self.store.head, node.bucket, key)
-            handle.index[name] = len(handle.entries)
-            handle.entries.append((name, kind, info))
-            if name not in handle.pending:
-                resolutions.append((key, Resolution(kind, info)))
-        self.meta.put_many(node.bucket, resolutions)
-
-    def _settle(self, handle: _DirHandle, pos: int) -> tuple[str, Kind, ObjectInfo | None]:
-        """Entry ``pos``, after its HEAD (if one was sent) has answered."""
-        name, kind, info = handle.entries[pos]
-        fut = handle.pending.pop(name, None)
-        if fut is None:
-            return name, kind, info
-        try:
-            got = fut.result()
-        except StoreError:
-            return name, kind, info
-        if got is not None:
-            kind, info = self._kind_of(got), got
-            handle.entries[pos] = (name, kind, info)
-            res = Resolution(kind, info)
-            self.meta.put(handle.node.bucket, got.key, res)
-        return name, kind, info
-
-    def _known_kind(self, bucket: str, key: str) -> Kind | None:
-        res = self.meta.get(bucket, key)
-        return res.kind if res is not None else None
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[str, Attr, int]]:
         """Entries from position ``start``: ``(name, attr, next_position)``.
@@ -475,10 +363,10 @@ class FusionFS:
             pos = start
             while True:
                 if pos >= len(handle.entries):
-                    self._fill(handle, pos + 1)
+                    handle.fill(pos + 1, lambda: self.inodes.children_of(handle.node.ino))
                     if pos >= len(handle.entries):
                         return
-                name, kind, info = self._settle(handle, pos)
+                name, kind, info = handle.settle(pos)
                 node = self._materialize(handle.node, name, Resolution(kind, info))
                 handle.reported = max(handle.reported, pos + 1)
                 yield name, self.attr(node), pos + 1
@@ -499,7 +387,7 @@ class FusionFS:
     def mkdir(self, parent_ino: int, name: str) -> Attr:
         self._check_writable()
         parent = self._dir_parent(parent_ino)
-        if not _valid_name(name):
+        if not valid_name(name):
             raise _err(errno.EINVAL, name)
         key = parent.child_key(name)
         if self._lookup_res(parent, name).exists:
@@ -610,7 +498,7 @@ class FusionFS:
         """Create (or truncate) a file and open it; it appears in S3 on close."""
         self._check_writable()
         parent = self._dir_parent(parent_ino)
-        if not _valid_name(name):
+        if not valid_name(name):
             raise _err(errno.ENAMETOOLONG if len(name) > NAME_MAX else errno.EINVAL, name)
         key = parent.child_key(name)
         node = self.inodes.ensure(parent, name, Kind.FILE, parent.bucket, key)
@@ -787,7 +675,7 @@ class FusionFS:
             raise UnsupportedOperation(errno.EINVAL, "RENAME_EXCHANGE is not supported")
         src_dir = self._dir_parent(old_parent)
         dst_dir = self._dir_parent(new_parent)
-        if not _valid_name(new_name):
+        if not valid_name(new_name):
             raise _err(errno.EINVAL, new_name)
         res = self._lookup_res(src_dir, old_name)
         if not res.exists:
@@ -831,7 +719,7 @@ class FusionFS:
     def symlink(self, parent_ino: int, name: str, target: str) -> Attr:
         self._check_writable()
         parent = self._dir_parent(parent_ino)
-        if not _valid_name(name):
+        if not valid_name(name):
             raise _err(errno.EINVAL, name)
         body = target.encode(errors="surrogateescape")
         if len(body) > MAX_TARGET:
