@@ -166,8 +166,11 @@ def mount(
         raise MountError(f"FUSE is not available: {reason}")
     mnt = os.path.abspath(os.fspath(mountpoint))
     cache = os.path.abspath(os.fspath(cache_dir))
-    os.makedirs(mnt, exist_ok=True)
-    os.makedirs(cache, exist_ok=True)
+    try:
+        os.makedirs(mnt, exist_ok=True)
+        os.makedirs(cache, exist_ok=True)
+    except OSError as err:
+        raise MountError(f"cannot use {mnt} / {cache}: {err}") from err
     if is_mounted(mnt):
         raise MountError(f"{mnt} is already a mount point")
     env = dict(os.environ)
