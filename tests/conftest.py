@@ -22,17 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 SERVICES = REPO / ".services"
 
 
-def service_env(name: str) -> dict[str, str]:
-    """KEY=VALUE lines written by scripts/services/<name>.sh, or {} if not started."""
-    path = SERVICES / name / "env"
-    if not path.is_file():
-        return {}
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``#`` comments skipped)."""
     out = {}
     for line in path.read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
             out[key.strip()] = value.strip()
     return out
+
+
+def service_env(name: str) -> dict[str, str]:
+    """What scripts/services/<name>.sh wrote to .services/<name>/env, or {} if not started."""
+    path = SERVICES / name / "env"
+    return read_env_file(path) if path.is_file() else {}
 
 
 def postgres_admin_url() -> str | None:

@@ -23,19 +23,11 @@ from schedulers.base import JobState, JobStatus
 from schedulers.errors import BackendUnavailable
 from schedulers.slurm import SlurmBackend
 from schedulers.transport import CommandRunner, LocalRunner, SSHRunner
+from tests.conftest import read_env_file
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / ".services"
 DATA = Path(__file__).parent / "data"
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
 
 
 @pytest.fixture(scope="session")
