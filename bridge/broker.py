@@ -127,14 +127,6 @@ class Broker:
                 log.exception("reconcile failed; retrying")
             await asyncio.sleep(max(0.0, cfg.poll_interval_s - (time.monotonic() - started)))
 
-    async def run_once(self) -> None:
-        """One full turn, as the loops do it (for tools and tests)."""
-        await asyncio.to_thread(
-            self.store.renew_leases, self.broker_id, self.settings.broker.lease_s
-        )
-        await self.dispatch()
-        await self.reconcile()
-
     async def probe_targets(self) -> None:
         self._last_probe = time.monotonic()
         for name, backend in self.backends.items():
@@ -274,7 +266,7 @@ class Broker:
                         self._fail, sub.task.id, f"{target} refused the job: {err}"
                     )
                     return
-                await asyncio.to_thread(self._submitted, sub, job_id)
+                await asyncio.to_thread(self._submitted_all, [(sub, job_id)])
 
         await asyncio.gather(*(one(sub) for sub in subs))
 
@@ -310,9 +302,6 @@ class Broker:
                 for sub, job_id in pairs
             ]
         )
-
-    def _submitted(self, sub: _Submission, job_id: str) -> None:
-        self._submitted_all([(sub, job_id)])
 
     def _requeue(self, sub: _Submission) -> None:
         """The target is full: forget this attempt, leave the task QUEUED for a later turn."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from bridge.db import sqlite_pragmas
@@ -376,13 +376,6 @@ class TaskStore:
             {"at": as_utc(r.at), "from": r.from_state, "to": r.to_state, "reason": r.reason}
             for r in rows
         ]
-
-    def count_by_state(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(T.c.state, func.count()).group_by(T.c.state)).all()
-        return {r[0]: r[1] for r in rows}
-
-    # -- the one writer of state --------------------------------------------------
 
     def transition(
         self, task_id: str, to: State, reason: str = "", *, allow_same: bool = True, **fields: Any

@@ -114,11 +114,24 @@ def _safe_join(root: Path, rel: str) -> Path:
     return root / pure
 
 
+@contextlib.contextmanager
+def _as_staging_error(url: str) -> Iterator[None]:
+    """Any failure of a transfer becomes a :class:`StagingError` (S3 codes mapped first)."""
+    try:
+        yield
+    except StagingError:
+        raise
+    except Exception as err:
+        if is_s3_error(err):
+            err = map_s3_error(err, redact_url(url))
+        raise StagingError(f"{type(err).__name__}: {err}") from err
+
+
 class CopyStager:
     """Copy-staging over local files, S3 and HTTP (see the module docstring)."""
 
     def fetch(self, url: str, dest: Path, *, directory: bool, streamable: bool = False) -> None:
-        try:
+        with _as_staging_error(url):
             local = _local_path(url)
             if local is not None:
                 self._fetch_local(local, dest)
@@ -130,15 +143,9 @@ class CopyStager:
                 self._fetch_http(url, dest)
             else:
                 raise StagingError("unsupported URL scheme")
-        except StagingError:
-            raise
-        except Exception as err:
-            if is_s3_error(err):
-                err = map_s3_error(err, redact_url(url))
-            raise StagingError(f"{type(err).__name__}: {err}") from err
 
     def store(self, source: Path, url: str) -> None:
-        try:
+        with _as_staging_error(url):
             local = _local_path(url)
             if local is not None:
                 with _atomic_target(local) as tmp:
@@ -150,12 +157,6 @@ class CopyStager:
                 s3_client().upload_file(str(source), bucket, key)
             else:
                 raise StagingError("unsupported URL scheme for outputs")
-        except StagingError:
-            raise
-        except Exception as err:
-            if is_s3_error(err):
-                err = map_s3_error(err, redact_url(url))
-            raise StagingError(f"{type(err).__name__}: {err}") from err
 
     @staticmethod
     def _fetch_local(source: Path, dest: Path) -> None:
