@@ -91,6 +91,25 @@ class TargetInfo:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once by its module (the broker never guesses).
+
+    * ``native_arrays`` -- like jobs go out as one array job (``submit_array``);
+    * ``submit_many`` -- several unlike jobs per round trip (``submit_many``);
+    * ``gpus`` -- it can give a job GPUs;
+    * ``object_store_workdir`` -- its nodes see the work directory only through object
+      storage (an ``s3://`` ``work_url`` is required);
+    * ``adopt_by_name`` -- ``adopt`` can find its jobs by the name the broker gave them.
+    """
+
+    native_arrays: bool = False
+    submit_many: bool = False
+    gpus: bool = False
+    object_store_workdir: bool = False
+    adopt_by_name: bool = True
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A compute backend.  All methods are safe to call from one event loop."""
@@ -101,10 +120,20 @@ class Backend(Protocol):
         """Start one job; return the backend's job id."""
         ...
 
-    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str]:
-        """Start jobs that share resources; return one id per spec, in order.
+    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str | Exception]:
+        """Start jobs that share resources; return, per spec and in order, its job id
+        or the error that refused it.
 
         Backends without native arrays submit one by one.
+        """
+        ...
+
+    async def adopt(self, names: Sequence[str]) -> Mapping[str, str]:
+        """Which of these job names (``JobSpec.name``) the backend knows, as job ids.
+
+        A name missing from the answer is one the backend provably does not know
+        (never submitted, or long forgotten); a backend that cannot tell raises
+        :class:`~schedulers.errors.BackendUnavailable` rather than answer partly.
         """
         ...
 
