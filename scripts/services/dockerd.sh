@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Start a Docker daemon (Debian docker.io) on a private socket for the container tests,
+# and make the offline base image `bridge-base:bookworm` (debootstrap minbase, imported;
+# no registry is reachable from these machines).  Idempotent.
+#
+# Writes <repo>/.services/docker.env with DOCKER_HOST and BRIDGE_BASE_IMAGE.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+home="${DOCKERD_HOME:-$repo/.services/docker}"
+sock="$home/docker.sock"
+image="bridge-base:bookworm"
+export DOCKER_HOST="unix://$sock"
+
+"$repo/scripts/apt-ensure" docker.io debootstrap
+
+mkdir -p "$home"
+if ! docker version >/dev/null 2>&1; then
+    setsid dockerd --data-root "$home/data" --exec-root "$home/exec" -H "$DOCKER_HOST" \
+        --pidfile "$home/dockerd.pid" --iptables=false --ip6tables=false --bridge=none \
+        --storage-driver overlay2 >"$home/dockerd.log" 2>&1 </dev/null &
+    for _ in $(seq 1 150); do
+        docker version >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    if ! docker version >/dev/null 2>&1; then
+        echo "dockerd.sh: dockerd did not answer on $sock; log:" >&2
+        tail -n 30 "$home/dockerd.log" >&2 || true
+        exit 1
+    fi
+fi
+
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+    rootfs="$home/rootfs-bookworm"
+    if [ ! -x "$rootfs/bin/sh" ]; then
+        mirror="$(awk '/^deb / && /debian/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)"
+        if [ -z "$mirror" ]; then
+            mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)"
+        fi
+        echo "dockerd.sh: building a minbase Debian root from ${mirror:-deb.debian.org}" >&2
+        rm -rf "$rootfs"
+        debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >"$home/debootstrap.log" 2>&1
+    fi
+    tar -C "$rootfs" -c . | docker import - "$image" >/dev/null
+fi
+
+cat >"$repo/.services/docker.env" <<ENV
+DOCKER_HOST=$DOCKER_HOST
+BRIDGE_BASE_IMAGE=$image
+ENV
