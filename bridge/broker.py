@@ -27,28 +27,38 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge import workspace
+from bridge.attempts import (
+    AGENT_FINAL,
+    Decision,
+    Facts,
+    OrphanAction,
+    OrphanFacts,
+    Phase,
+    Verdict,
+    decide,
+    decide_orphan,
+    job_name,
+)
 from bridge.config import Settings, TargetConfig
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
 from bridge.store import AttemptRow, Changes, TaskRow, TaskStore
-from schedulers.base import Backend, JobSpec, JobState, JobStatus, Resources, TargetInfo
-from schedulers.errors import BackendUnavailable, SchedulerError
+from schedulers.base import (
+    Backend,
+    Capabilities,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Resources,
+    TargetInfo,
+)
+from schedulers.errors import BackendUnavailable, NotSubmitted, SchedulerError
 
 log = logging.getLogger(__name__)
-
-AGENT_FINAL = {
-    "COMPLETE": State.COMPLETE,
-    "EXECUTOR_ERROR": State.EXECUTOR_ERROR,
-    "SYSTEM_ERROR": State.SYSTEM_ERROR,
-}
-RETRYABLE = {JobState.PREEMPTED, JobState.LOST}
-# How long a finished job may go without a final status.json before we give up on it
-# (object-store work directories can lag a little behind the job's end).
-REPORT_GRACE_S = 3.0
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Broker:
         self.store = store
         self.backends = dict(backends)
         self.configs = {t.name: t for t in settings.targets}
+        self.capabilities = {name: capabilities_of(b) for name, b in self.backends.items()}
         self.infos: dict[str, TargetInfo] = {}
         self.broker_id = settings.effective_broker_id
         self._wake = asyncio.Event()
@@ -152,20 +163,112 @@ class Broker:
         if not tasks:
             return
         started = time.monotonic()
-        prepared = await asyncio.to_thread(self._prepare_all, tasks)
+        current = await asyncio.to_thread(self.store.current_attempts, tasks)
+        orphans = [
+            (t, a)
+            for t in tasks
+            if (a := current.get(t.id)) is not None and a.phase == Phase.PLACED
+        ]
+        fresh = [t for t in tasks if t.id not in {o.id for o, _ in orphans}]
+        resubmit = await self._recover(orphans) if orphans else []
+        prepared = await asyncio.to_thread(self._prepare_all, fresh)
         placed = time.monotonic()
         groups: dict[tuple[str, Resources], list[_Submission]] = defaultdict(list)
-        for sub in prepared:
+        for sub in [*resubmit, *prepared]:
             groups[(sub.attempt.target, sub.spec.resources)].append(sub)
         for (target, _), subs in groups.items():
             await self._submit(target, subs)
-        log.info(
+        log.debug(
             "dispatched %d tasks in %d group(s) in %.2f s (placing %.2f s)",
-            len(prepared),
+            len(prepared) + len(resubmit),
             len(groups),
             time.monotonic() - started,
             placed - started,
         )
+
+    async def _recover(self, orphans: Sequence[tuple[TaskRow, AttemptRow]]) -> list[_Submission]:
+        """Attempts placed but never recorded as submitted (the broker stopped between
+        the two, or a submission's outcome was unknown): adopt what the backend knows,
+        follow what an agent runs, and submit again -- same attempt, same job name --
+        only what provably never started."""
+        by_target: dict[str, list[tuple[TaskRow, AttemptRow]]] = defaultdict(list)
+        for task, attempt in orphans:
+            by_target[attempt.target].append((task, attempt))
+        again: list[_Submission] = []
+        for target, items in by_target.items():
+            backend = self.backends.get(target)
+            if backend is None:
+                for task, attempt in items:
+                    await asyncio.to_thread(
+                        self._end_attempt, task, attempt, f"target {target} is gone", "LOST"
+                    )
+                continue
+            names = {job_name(t.id, a.number): (t, a) for t, a in items}
+            try:
+                known = await backend.adopt(list(names))
+            except (SchedulerError, OSError) as err:
+                log.warning("cannot ask %s which jobs it knows, will retry: %s", target, err)
+                continue
+            facts = await asyncio.to_thread(self._orphan_facts, items, known)
+            adopted: list[tuple[AttemptRow, str, str | None, str]] = []
+            for (task, attempt), fact in zip(items, facts, strict=True):
+                action, why = decide_orphan(fact)
+                if action in (OrphanAction.ADOPT, OrphanAction.FOLLOW):
+                    adopted.append(
+                        (attempt, task.id, fact.known_job_id, f"attempt {attempt.number}: {why}")
+                    )
+                elif action == OrphanAction.LOST:
+                    await asyncio.to_thread(self._end_attempt, task, attempt, why, "LOST")
+                elif action == OrphanAction.RESUBMIT:
+                    sub = await asyncio.to_thread(self._resubmission, task, attempt)
+                    if sub is not None:
+                        again.append(sub)
+            if adopted:
+                log.info("adopted %d job(s) on %s after a restart", len(adopted), target)
+                await asyncio.to_thread(self.store.record_submissions, adopted)
+        return again
+
+    def _orphan_facts(
+        self, items: Sequence[tuple[TaskRow, AttemptRow]], known: Mapping[str, str]
+    ) -> list[OrphanFacts]:
+        settle = self.settings.broker.adopt_settle_s
+        now = datetime.now(UTC)
+        out = []
+        for task, attempt in items:
+            status = workspace.read_status(task.work_url, attempt.number) if task.work_url else None
+            claim = workspace.claim_state(task.work_url, attempt.number) if task.work_url else None
+            placed = attempt.placed_time
+            out.append(
+                OrphanFacts(
+                    known_job_id=known.get(job_name(task.id, attempt.number)),
+                    settled=placed is None or (now - placed).total_seconds() > settle,
+                    agent_state=(status or {}).get("state"),
+                    claim_live=claim == "live",
+                    claim_seen=claim is not None,
+                )
+            )
+        return out
+
+    def _end_attempt(self, task: TaskRow, attempt: AttemptRow, why: str, outcome: str) -> None:
+        """Close an attempt that will not report; the task is retried while it may be."""
+        changes = Changes()
+        changes.finished.append((attempt.id, outcome))
+        if attempt.number > self._retries(task):
+            changes.move(task.id, State.SYSTEM_ERROR, f"attempt {attempt.number}: {why}")
+        self.store.apply(changes)
+        self.store.note(task.id, f"attempt {attempt.number} ended: {why}")
+
+    def _resubmission(self, task: TaskRow, attempt: AttemptRow) -> _Submission | None:
+        target = self.configs.get(attempt.target)
+        if target is None or task.work_url is None:
+            return None
+        try:
+            self._write_task(task, target, task.work_url, attempt.number)
+        except OSError as err:
+            self._fail(task.id, f"could not write the work directory {task.work_url}: {err}")
+            return None
+        spec = self._job_spec(task, target, task.work_url, attempt.number)
+        return _Submission(task, attempt, spec, attempt.reason or task.placement_reason)
 
     def _prepare_all(self, tasks: Sequence[TaskRow]) -> list[_Submission]:
         """Route every claimed task, start their attempts in one transaction and write
@@ -184,18 +287,8 @@ class Broker:
         subs = []
         for (task, name, reason, work_url), attempt in zip(placed, attempts, strict=True):
             target = self.configs[name]
-            runtime: dict[str, Any] = {
-                "container_runtime": _param(task, "container_runtime") or target.container_runtime,
-                "attempt": attempt.number,
-                "fusion": {
-                    "mode": target.fusion,
-                    "cache_bytes": int(target.fusion_cache_gb * 2**30),
-                },
-            }
-            if self.settings.public_url:
-                runtime["api_url"] = self.settings.public_url
             try:
-                workspace.write_task(work_url, _public_document(task), runtime)
+                self._write_task(task, target, work_url, attempt.number)
             except OSError as err:
                 self._fail(task.id, f"could not write the work directory {work_url}: {err}")
                 continue
@@ -203,13 +296,29 @@ class Broker:
             subs.append(_Submission(task, attempt, spec, reason))
         return subs
 
+    def _write_task(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> None:
+        runtime: dict[str, Any] = {
+            "container_runtime": _param(task, "container_runtime") or target.container_runtime,
+            "attempt": n,
+            "fusion": {
+                "mode": target.fusion,
+                "cache_bytes": int(target.fusion_cache_gb * 2**30),
+            },
+        }
+        if self.settings.public_url:
+            runtime["api_url"] = self.settings.public_url
+        workspace.write_task(work_url, _public_document(task), runtime)
+
+    def _retries(self, task: TaskRow) -> int:
+        return int(_param(task, "max_retries") or self.settings.broker.max_retries)
+
     def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
         res = task.document.get("resources") or {}
         ram = res.get("ram_gb")
         wall = _param(task, "wall_time")
         log_path = workspace.local_log_path(work_url, n, self.settings.data_dir / "logs" / task.id)
         return JobSpec(
-            name=f"bridge-{task.id[:12]}",
+            name=job_name(task.id, n),
             argv=[
                 *workspace.agent_command(target.agent_command),
                 "run",
@@ -241,7 +350,7 @@ class Broker:
             await self._submit_together(target, subs, backend.submit_array)
             return
         submit_many = getattr(backend, "submit_many", None)
-        if submit_many is not None and len(subs) > 1:
+        if submit_many is not None and len(subs) > 1 and self.capabilities[target].submit_many:
             # Several jobs per round trip (Slurm: one shell runs an sbatch per script).
             await self._submit_together(target, subs, submit_many)
             return
@@ -257,9 +366,13 @@ class Broker:
                     return
                 try:
                     job_id = await backend.submit(sub.spec)
-                except BackendUnavailable:
+                except NotSubmitted:
                     full.set()
                     await asyncio.to_thread(self._requeue, sub)
+                    return
+                except BackendUnavailable as err:
+                    full.set()
+                    self._outcome_unknown(target, [sub], err)
                     return
                 except (SchedulerError, OSError) as err:
                     await asyncio.to_thread(
@@ -279,9 +392,12 @@ class Broker:
         """One backend call for many jobs; it answers a job id or an error per job."""
         try:
             answers = await call([s.spec for s in subs])
-        except BackendUnavailable:
+        except NotSubmitted:
             for sub in subs:
                 await asyncio.to_thread(self._requeue, sub)
+            return
+        except BackendUnavailable as err:
+            self._outcome_unknown(target, subs, err)
             return
         except (SchedulerError, OSError) as err:
             answers = [err] * len(subs)
@@ -289,6 +405,10 @@ class Broker:
         for sub, answer in zip(subs, answers, strict=True):
             if isinstance(answer, str):
                 done.append((sub, answer))
+            elif isinstance(answer, NotSubmitted):
+                await asyncio.to_thread(self._requeue, sub)
+            elif isinstance(answer, BackendUnavailable):
+                self._outcome_unknown(target, [sub], answer)
             else:
                 await asyncio.to_thread(
                     self._fail, sub.task.id, f"{target} refused the job: {answer}"
@@ -301,6 +421,13 @@ class Broker:
                 (sub.attempt, sub.task.id, job_id, f"placed on {sub.reason}; job {job_id}")
                 for sub, job_id in pairs
             ]
+        )
+
+    def _outcome_unknown(self, target: str, subs: Sequence[_Submission], err: Exception) -> None:
+        """The submission may or may not have reached the backend: the attempts stay
+        ``placed`` and a later dispatch pass adopts or resubmits them by name."""
+        log.warning(
+            "%s: %d submission(s) of unknown outcome, will adopt: %s", target, len(subs), err
         )
 
     def _requeue(self, sub: _Submission) -> None:
@@ -365,63 +492,64 @@ class Broker:
     def _advance(
         self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None, changes: Changes
     ) -> None:
-        if attempt is None or task.work_url is None:
+        if attempt is None or task.work_url is None or attempt.phase != Phase.SUBMITTED:
             return
         signature = workspace.status_signature(task.work_url, attempt.number)
         if signature is not None and self._status_seen.get(attempt.id) == signature:
-            status: dict[str, Any] | None = attempt.status  # unchanged since last pass
+            status: dict[str, Any] = attempt.status  # unchanged since last pass
         else:
-            status = workspace.read_status(task.work_url, attempt.number)
+            status = workspace.read_status(task.work_url, attempt.number) or {}
             if signature is not None:
                 self._status_seen[attempt.id] = signature
-        if status is not None and status != attempt.status:
+        if status and status != attempt.status:
             changes.statuses.append((attempt.id, status, _time(status.get("start_time"))))
-        agent_state = (status or {}).get("state")
-        final = AGENT_FINAL.get(agent_state or "")
-        if final is not None:
-            self._finish(task, attempt, final, _final_reason(final, status or {}), changes)
-            return
-        if agent_state == "CANCELED":
-            why = job.reason if job and job.reason else "the job was signalled to stop"
-            reason = f"the job was stopped outside the broker: {why}"
-            self._finish(task, attempt, State.SYSTEM_ERROR, reason, changes)
-            return
-        if agent_state == "RUNNING" and task.state == State.INITIALIZING:
-            changes.move(task.id, State.RUNNING, "the first executor started")
-        if job is None or not job.state.finished:
+        agent_state = status.get("state")
+        if attempt.backend_job_id is None and agent_state not in AGENT_FINAL:
+            # followed without a job id (adopted from the work directory): the claim's
+            # heartbeat is the only sign of life
+            job = JobStatus(JobState.LOST, reason="no job id; its agent stopped")
+        ended = job is not None and job.state.finished and agent_state not in AGENT_FINAL
+        silent_for = 0.0
+        claim_live = False
+        if ended:
+            first_seen = self._ended_without_report.setdefault(task.id, time.monotonic())
+            silent_for = time.monotonic() - first_seen
+            claim_live = workspace.claim_state(task.work_url, attempt.number) == "live"
+        else:
             self._ended_without_report.pop(task.id, None)
-            return
-        first_seen = self._ended_without_report.setdefault(task.id, time.monotonic())
-        if time.monotonic() - first_seen < REPORT_GRACE_S:
-            return
-        self._ended_without_report.pop(task.id, None)
-        self._job_ended_silently(task, attempt, job, changes)
-
-    def _job_ended_silently(
-        self, task: TaskRow, attempt: AttemptRow, job: JobStatus, changes: Changes
-    ) -> None:
-        detail = f"{attempt.target} job {attempt.backend_job_id} ended {job.state.value}"
-        if job.exit_code is not None:
-            detail += f" (exit {job.exit_code})"
-        if job.reason:
-            detail += f": {job.reason}"
-        detail += " before the agent reported"
-        limit = int(_param(task, "max_retries") or self.settings.broker.max_retries)
-        if job.state in RETRYABLE and attempt.number <= limit:
-            changes.finished.append(attempt.id)
-            changes.move(
-                task.id, State.QUEUED, f"{detail}; retrying (attempt {attempt.number + 1})"
+        logs = status.get("system_logs") or []
+        decision = decide(
+            Facts(
+                task_state=task.state,
+                agent_state=agent_state,
+                agent_last_log=str(logs[-1]) if logs else "",
+                executor_exit_codes=tuple(e.get("exit_code") for e in status.get("executors", [])),
+                job=job,
+                job_label=f"{attempt.target} job {attempt.backend_job_id or '(adopted)'}",
+                silent_for_s=silent_for,
+                claim_live=claim_live,
+                attempt=attempt.number,
+                retries=self._retries(task),
             )
-            return
-        if job.state == JobState.CANCELLED:
-            detail = f"the job was cancelled outside the broker: {detail}"
-        self._finish(task, attempt, State.SYSTEM_ERROR, detail, changes)
+        )
+        self._apply_decision(task, attempt, decision, changes)
+
+    def _apply_decision(
+        self, task: TaskRow, attempt: AttemptRow, decision: Decision, changes: Changes
+    ) -> None:
+        if decision.verdict == Verdict.STARTED and decision.state is not None:
+            changes.move(task.id, decision.state, decision.reason)
+        elif decision.verdict in (Verdict.FINISH, Verdict.RETRY) and decision.state is not None:
+            self._ended_without_report.pop(task.id, None)
+            self._status_seen.pop(attempt.id, None)
+            changes.finished.append((attempt.id, decision.outcome))
+            changes.move(task.id, decision.state, decision.reason)
 
     def _finish(
         self, task: TaskRow, attempt: AttemptRow, state: State, reason: str, changes: Changes
     ) -> None:
         self._status_seen.pop(attempt.id, None)
-        changes.finished.append(attempt.id)
+        changes.finished.append((attempt.id, state.value))
         changes.move(task.id, state, reason)
 
     async def _cancel_all(
@@ -431,16 +559,19 @@ class Broker:
         once the job is gone."""
         changes = Changes()
         to_cancel: dict[str, list[str]] = defaultdict(list)
+        unnamed: dict[str, list[tuple[TaskRow, AttemptRow]]] = defaultdict(list)
         for task, attempt, job in items:
             if attempt is None or attempt.finished:
                 changes.move(task.id, State.CANCELED, "nothing was running")
             elif attempt.backend_job_id is None:
-                continue  # submission in flight; the next pass has the job id
+                unnamed[attempt.target].append((task, attempt))
             elif job is not None and job.state.finished:
                 reason = f"{attempt.target} job {attempt.backend_job_id} cancelled"
                 self._finish(task, attempt, State.CANCELED, reason, changes)
             elif attempt.backend_job_id not in self._cancel_sent:
                 to_cancel[attempt.target].append(attempt.backend_job_id)
+        for target, pairs in unnamed.items():
+            await self._cancel_by_name(target, pairs, changes)
         for target, job_ids in to_cancel.items():
             try:
                 await self.backends[target].cancel(job_ids)
@@ -449,9 +580,45 @@ class Broker:
                 log.warning("cancel of %s on %s failed, will retry: %s", job_ids, target, err)
         await asyncio.to_thread(self.store.apply, changes)
 
+    async def _cancel_by_name(
+        self, target: str, pairs: Sequence[tuple[TaskRow, AttemptRow]], changes: Changes
+    ) -> None:
+        """Cancel attempts with no job id recorded (placed when a broker stopped, or
+        followed from the work directory): find their jobs by name first."""
+        backend = self.backends.get(target)
+        names = {job_name(t.id, a.number): (t, a) for t, a in pairs}
+        try:
+            known = await backend.adopt(list(names)) if backend else {}
+            if backend and known:
+                await backend.cancel(list(known.values()))
+        except (SchedulerError, OSError) as err:
+            log.warning("cancel by name on %s failed, will retry: %s", target, err)
+            return
+        settle = self.settings.broker.adopt_settle_s
+        now = datetime.now(UTC)
+        for name, (task, attempt) in names.items():
+            placed = attempt.placed_time
+            in_flight = placed is not None and (now - placed).total_seconds() <= settle
+            if name in known:
+                reason = f"{target} job {known[name]} cancelled"
+            elif attempt.phase == Phase.PLACED and in_flight:
+                continue  # its submission may still be in flight: look again next pass
+            else:
+                reason = "no job of this attempt was running"
+            self._finish(task, attempt, State.CANCELED, reason, changes)
+
     def _fail(self, task_id: str, reason: str) -> None:
         with contextlib.suppress(InvalidTransition):
             self.store.transition(task_id, State.SYSTEM_ERROR, reason)
+
+
+def capabilities_of(backend: Backend) -> Capabilities:
+    """What the backend's module declares (its ``CAPABILITIES``)."""
+    import sys
+
+    module = sys.modules.get(type(backend).__module__)
+    declared = getattr(module, "CAPABILITIES", None)
+    return declared if isinstance(declared, Capabilities) else Capabilities()
 
 
 def _param(task: TaskRow, key: str) -> str | None:
@@ -464,16 +631,6 @@ def _public_document(task: TaskRow) -> dict[str, Any]:
     doc = {k: v for k, v in task.document.items() if not k.startswith("_")}
     doc["id"] = task.id
     return doc
-
-
-def _final_reason(state: State, status: dict[str, Any]) -> str:
-    if state == State.COMPLETE:
-        return "all executors finished and outputs were uploaded"
-    if state == State.EXECUTOR_ERROR:
-        codes = [e.get("exit_code") for e in status.get("executors", [])]
-        return f"an executor exited non-zero (exit codes {codes})"
-    logs = status.get("system_logs") or []
-    return f"system error: {logs[-1] if logs else 'see system_logs'}"
 
 
 def _time(value: Any) -> datetime | None:

@@ -88,6 +88,9 @@ class BrokerConfig(BaseModel):
     lease_s: float = 30.0
     max_retries: int = 1
     claim_batch: int = 200
+    # An attempt placed but not recorded as submitted is only submitted again after
+    # this long (a submission by a broker that just died may still be in flight).
+    adopt_settle_s: float = 20.0
     broker_id: str | None = None
 
 

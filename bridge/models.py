@@ -75,6 +75,12 @@ class Attempt(SQLModel, table=True):
     # The agent's status.json as last read (executor logs, outputs, system logs).
     status: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     finished: bool = Field(default=False)
+    # placed -> preparing -> submitted -> finished (bridge/attempts.py)
+    phase: str = Field(default="placed", max_length=16, index=True)
+    placed_time: datetime | None = None
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    estimated_cost: float | None = None
+    outcome: str = Field(default="", max_length=32)
 
 
 class Target(SQLModel, table=True):

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from bridge.attempts import Phase
 from bridge.db import sqlite_pragmas
 from bridge.models import Attempt, Target, Task, TaskEvent, TaskTag
 from bridge.states import ACTIVE, TERMINAL, InvalidTransition, State, can_transition
@@ -104,6 +105,11 @@ class AttemptRow:
     end_time: datetime | None
     status: dict[str, Any]
     finished: bool
+    phase: Phase = Phase.PLACED
+    placed_time: datetime | None = None
+    reason: str = ""
+    estimated_cost: float | None = None
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,11 @@ def _attempt_row(r: Any) -> AttemptRow:
         end_time=as_utc(r.end_time),
         status=json.loads(r.status or "{}"),
         finished=bool(r.finished),
+        phase=Phase(r.phase),
+        placed_time=as_utc(r.placed_time),
+        reason=r.reason or "",
+        estimated_cost=r.estimated_cost,
+        outcome=r.outcome or "",
     )
 
 
@@ -186,7 +197,7 @@ class Changes:
     """Writes gathered during one reconcile pass, applied in one transaction."""
 
     statuses: list[tuple[int, dict[str, Any], datetime | None]] = field(default_factory=list)
-    finished: list[int] = field(default_factory=list)
+    finished: list[tuple[int, str]] = field(default_factory=list)  # (attempt id, outcome)
     moves: dict[State, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
 
     def move(self, task_id: str, to: State, reason: str) -> None:
@@ -478,6 +489,22 @@ class TaskStore:
             conn.exec_driver_sql(self._insert_sql(EVENTS, _EVENT_COLUMNS), events)
         return moved
 
+    def note(self, task_id: str, reason: str) -> None:
+        """An event that changes nothing but says something (e.g. an attempt was lost)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(T.c.seq, T.c.state).where(T.c.id == task_id)).first()
+            if row is None:
+                return
+            conn.execute(
+                insert(EVENTS).values(
+                    task_seq=row.seq,
+                    at=utcnow(),
+                    from_state=row.state,
+                    to_state=row.state,
+                    reason=reason[:4000],
+                )
+            )
+
     def request_cancel(self, task_id: str, owner: str | None = None) -> State:
         """Cancel: QUEUED and not yet claimed -> CANCELED; running -> CANCELING.
 
@@ -546,9 +573,15 @@ class TaskStore:
             return self._start_attempt(conn, task, target, {})
 
     def place_many(self, items: Sequence[tuple[TaskRow, str, str, str]]) -> list[AttemptRow]:
-        """Start an attempt for each ``(task, target, reason, work_url)``, in one transaction."""
+        """Start an attempt for each ``(task, target, reason, work_url)``, in one transaction.
+
+        The attempt is committed in phase ``placed`` before anything is submitted: a
+        broker that dies after this point adopts the job on restart instead of
+        submitting it twice.
+        """
         if not items:
             return []
+        now = utcnow()
         with self.engine.begin() as conn:
             ids = (
                 conn.execute(
@@ -560,8 +593,11 @@ class TaskStore:
                             "target": target,
                             "status": "{}",
                             "finished": False,
+                            "phase": Phase.PLACED.value,
+                            "placed_time": now,
+                            "reason": reason,
                         }
-                        for task, target, _, _ in items
+                        for task, target, reason, _ in items
                     ],
                 )
                 .scalars()
@@ -589,9 +625,20 @@ class TaskStore:
             )
         return [
             AttemptRow(
-                attempt_id, task.seq, task.attempt + 1, target, None, None, None, None, {}, False
+                attempt_id,
+                task.seq,
+                task.attempt + 1,
+                target,
+                None,
+                None,
+                None,
+                None,
+                {},
+                False,
+                placed_time=now,
+                reason=reason,
             )
-            for attempt_id, (task, target, _, _) in zip(ids, items, strict=True)
+            for attempt_id, (task, target, reason, _) in zip(ids, items, strict=True)
         ]
 
     def _start_attempt(
@@ -620,13 +667,19 @@ class TaskStore:
             if changes.finished:
                 conn.execute(
                     update(ATTEMPTS)
-                    .where(ATTEMPTS.c.id.in_(changes.finished))
-                    .values(end_time=now, finished=True)
+                    .where(ATTEMPTS.c.id == bindparam("b_id"))
+                    .values(
+                        end_time=now,
+                        finished=True,
+                        phase=Phase.FINISHED.value,
+                        outcome=bindparam("b_outcome"),
+                    ),
+                    [{"b_id": a, "b_outcome": outcome[:32]} for a, outcome in changes.finished],
                 )
             for to, items in changes.moves.items():
                 self._transition_many(conn, to, items)
 
-    def record_submissions(self, items: Sequence[tuple[AttemptRow, str, str, str]]) -> None:
+    def record_submissions(self, items: Sequence[tuple[AttemptRow, str, str | None, str]]) -> None:
         """For each ``(attempt, task_id, job_id, reason)``: keep the job id and move the
         task to INITIALIZING (a task cancelled meanwhile keeps its state), in one
         transaction."""
@@ -637,7 +690,11 @@ class TaskStore:
             conn.execute(
                 update(ATTEMPTS)
                 .where(ATTEMPTS.c.id == bindparam("b_id"))
-                .values(backend_job_id=bindparam("b_job"), submitted_time=now),
+                .values(
+                    backend_job_id=bindparam("b_job"),
+                    submitted_time=now,
+                    phase=Phase.SUBMITTED.value,
+                ),
                 [{"b_id": attempt.id, "b_job": job_id} for attempt, _, job_id, _ in items],
             )
             self._transition_many(

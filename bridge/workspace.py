@@ -48,6 +48,20 @@ def read_status(url: str, attempt: int) -> dict[str, Any] | None:
         return None
 
 
+def claim_state(url: str, attempt: int) -> str | None:
+    """``"live"`` if an agent holds the attempt now, ``"stale"`` if one held it and is
+    gone, ``None`` if no agent ever claimed it (or the work directory is unreadable)."""
+    from bridge.agent import claim
+
+    try:
+        work = wd.open_workdir(url)
+    except (OSError, ValueError):
+        return None
+    if claim.claim_is_live(work, attempt):
+        return "live"
+    return "stale" if claim.claim_exists(work, attempt) else None
+
+
 def status_signature(url: str, attempt: int) -> tuple[int, int] | None:
     """``(mtime_ns, size)`` of a local ``status.json`` -- a cheap "has it changed?" --
     or ``None`` where that cannot be known without reading (object storage, missing)."""

@@ -5,6 +5,7 @@
     SchedulerError(RuntimeError)
     ├── SubmitError          the backend refused a job (bad partition, quota, ...)
     ├── BackendUnavailable   the backend cannot be reached right now (retry later)
+    │   └── NotSubmitted     ...and the job was certainly not submitted (e.g. target full)
     └── CommandFailed        a command run through a runner exited non-zero
         └── HostKeyMismatch  (also raised as-is by the SSH runner before any command)
 """
@@ -24,6 +25,15 @@ class SubmitError(SchedulerError):
 
 class BackendUnavailable(SchedulerError):
     """The backend could not be reached; the caller may retry later."""
+
+
+class NotSubmitted(BackendUnavailable):
+    """The job was certainly not submitted (the target is full); try again later.
+
+    Plain :class:`BackendUnavailable` during a submission leaves it open whether the
+    job exists (the connection dropped after ``sbatch`` ran): the broker then adopts
+    by name instead of submitting again.
+    """
 
 
 class CommandFailed(SchedulerError):

@@ -27,10 +27,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from schedulers.base import JobSpec, JobState, JobStatus, TargetInfo
-from schedulers.errors import BackendUnavailable, SubmitError
+from schedulers.base import Capabilities, JobSpec, JobState, JobStatus, TargetInfo
+from schedulers.errors import NotSubmitted, SubmitError
 
 KILL_GRACE_S = 10.0
+JOB_NAME_ENV = "BRIDGE_JOB_NAME"
+CAPABILITIES = Capabilities(adopt_by_name=True)
 
 
 def proc_start_time(pid: int) -> tuple[str, str] | None:
@@ -48,6 +50,30 @@ def parse_job_id(job_id: str) -> tuple[int, str] | None:
     if not sep or not pid.isdigit() or not start.isdigit():
         return None
     return int(pid), start
+
+
+def scan_for_names(names: set[str]) -> dict[str, str]:
+    """Job ids of living session leaders whose environment names one of ``names``."""
+    needles = {f"{JOB_NAME_ENV}={n}".encode(): n for n in names}
+    found: dict[str, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if os.getsid(pid) != pid:
+                continue
+            environ = (entry / "environ").read_bytes()
+        except (OSError, ProcessLookupError):
+            continue
+        for var in environ.split(b"\0"):
+            name = needles.get(var)
+            if name is not None:
+                info = proc_start_time(pid)
+                if info and info[1] not in ("Z", "X"):
+                    found[name] = f"{pid}:{info[0]}"
+                break
+    return found
 
 
 def _exit_status(returncode: int, cancelled: bool) -> JobStatus:
@@ -71,11 +97,12 @@ class LocalBackend:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._running: set[str] = set()  # ids seen alive: ours and adopted ones
         self._cancelled: set[str] = set()
+        self._names: dict[str, str] = {}  # job name -> id, for the jobs started here
 
     def _start(self, spec: JobSpec) -> str:
         self._refresh()
         if self.max_parallel is not None and len(self._running) >= self.max_parallel:
-            raise BackendUnavailable(
+            raise NotSubmitted(
                 f"{self.name}: {len(self._running)} of {self.max_parallel} slots busy"
             )
         with contextlib.ExitStack() as stack:
@@ -95,7 +122,7 @@ class LocalBackend:
                     stdout=files[0],
                     stderr=files[1],
                     cwd=spec.workdir,
-                    env={**os.environ, **spec.env},
+                    env={**os.environ, **spec.env, JOB_NAME_ENV: spec.name},
                     start_new_session=True,
                 )
             except OSError as err:
@@ -103,6 +130,7 @@ class LocalBackend:
         info = proc_start_time(proc.pid)
         job_id = f"{proc.pid}:{info[0] if info else 0}"
         self._children[job_id] = proc
+        self._names[spec.name] = job_id
         self._running.add(job_id)
         return job_id
 
@@ -131,8 +159,26 @@ class LocalBackend:
     async def submit(self, spec: JobSpec) -> str:
         return self._start(spec)
 
-    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str]:
-        return [self._start(spec) for spec in specs]
+    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str | Exception]:
+        answers: list[str | Exception] = []
+        for spec in specs:
+            try:
+                answers.append(self._start(spec))
+            except (NotSubmitted, SubmitError) as err:
+                answers.append(err)
+        return answers
+
+    async def adopt(self, names: Sequence[str]) -> Mapping[str, str]:
+        """Jobs by name: this backend's own children, then any process on the machine
+        that leads its session and carries ``BRIDGE_JOB_NAME`` (a job started by an
+        earlier broker process)."""
+        wanted = set(names)
+        found = {n: j for n, j in self._names.items() if n in wanted}
+        if len(found) < len(wanted):
+            found.update(await asyncio.to_thread(scan_for_names, wanted - set(found)))
+        for job_id in found.values():
+            self._running.add(job_id)
+        return found
 
     async def status(self, job_ids: Sequence[str]) -> Mapping[str, JobStatus]:
         return {job_id: self._status(job_id) for job_id in job_ids}

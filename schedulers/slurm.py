@@ -30,19 +30,21 @@ from dataclasses import replace
 from datetime import datetime
 
 from schedulers import pyslurm_path
-from schedulers.base import JobSpec, JobState, JobStatus, Resources, TargetInfo
+from schedulers.base import Capabilities, JobSpec, JobState, JobStatus, Resources, TargetInfo
 from schedulers.errors import BackendUnavailable, CommandFailed, SubmitError
 from schedulers.slurm_parse import (
     SlurmJob,
     map_state,
     microarchitecture_from_cpuinfo,
     parse_config,
+    parse_element_names,
     parse_pending,
     parse_sacct,
     parse_sbatch_id,
     parse_scontrol_jobs,
     parse_sinfo_nodes,
     parse_squeue,
+    parse_squeue_names,
     parse_submit_many,
 )
 from schedulers.slurm_script import SUBMIT_MANY, render_script, submit_many_input
@@ -57,6 +59,7 @@ _UNREACHABLE = (
     "zero bytes",
 )
 _COMPLETION = ["sacct", "--completion", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"]
+CAPABILITIES = Capabilities(native_arrays=True, submit_many=True, gpus=True, adopt_by_name=True)
 _IGNORED_CANCEL = ("invalid job id", "already completing or completed", "job has already finished")
 
 
@@ -184,23 +187,28 @@ class SlurmBackend:
             )
         ]
 
-    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str]:
+    async def submit_array(self, specs: Sequence[JobSpec]) -> list[str | Exception]:
         config = await self.config()
         limit = int(config.get("MaxArraySize", "1001") or 1001)
         limit = min(limit, self._max_array or limit)
         groups: dict[Resources, list[int]] = {}
         for i, spec in enumerate(specs):
             groups.setdefault(self._resources(spec), []).append(i)
-        ids: list[str] = [""] * len(specs)
+        ids: list[str | Exception] = [SubmitError("not submitted")] * len(specs)
         for resources, members in groups.items():
             for start in range(0, len(members), limit):
                 chunk = members[start : start + limit]
-                if len(chunk) == 1:
-                    ids[chunk[0]] = await self.submit(specs[chunk[0]])
-                    continue
                 chunk_specs = [specs[i] for i in chunk]
-                script = render_script(chunk_specs, resources, array=True)
-                job_id = await self._sbatch(script, chunk_specs[0], resources)
+                try:
+                    if len(chunk) == 1:
+                        ids[chunk[0]] = await self.submit(chunk_specs[0])
+                        continue
+                    script = render_script(chunk_specs, resources, array=True)
+                    job_id = await self._sbatch(script, chunk_specs[0], resources)
+                except SubmitError as err:  # this chunk is refused; the others may pass
+                    for i in chunk:
+                        ids[i] = err
+                    continue
                 for element, i in enumerate(chunk):
                     ids[i] = f"{job_id}_{element}"
         return ids
@@ -265,6 +273,45 @@ class SlurmBackend:
             return {raw[r]: replace(j, job_id=raw[r]) for r, j in found.items() if r in raw}
         result = await self._run(["scontrol", "-o", "show", "job"])
         return parse_scontrol_jobs(result.stdout) if result.returncode == 0 else {}
+
+    async def adopt(self, names: Sequence[str]) -> Mapping[str, str]:
+        """Jobs by name: plain jobs carry their name; an array carries its first
+        element's, so each element's ``BRIDGE_JOB_NAME`` is read back from the array's
+        batch script (``scontrol write batch_script``, once per array).  Jobs Slurm has
+        forgotten (older than MinJobAge) are found in accounting where it exists."""
+        wanted = set(names)
+        if not wanted:
+            return {}
+        config = await self.config()
+        argv = ["squeue", "--me", "--array", "--states=all", "-h", "-o", "%i|%F|%K|%j"]
+        result = await self._run(argv)
+        if result.returncode:
+            raise BackendUnavailable(f"squeue failed: {result.stderr.strip()}")
+        found: dict[str, str] = {}
+        arrays: set[str] = set()
+        for row in parse_squeue_names(result.stdout):
+            if row.array_index is not None:
+                arrays.add(row.array_job_id)
+            elif row.name in wanted:
+                found[row.name] = row.job_id
+        for array_id in sorted(arrays):
+            script = await self._run(["scontrol", "write", "batch_script", array_id, "-"])
+            if script.returncode:
+                continue  # finished and purged meanwhile
+            for index, name in parse_element_names(script.stdout).items():
+                if name in wanted:
+                    found[name] = f"{array_id}_{index}"
+        missing = wanted - set(found)
+        if missing and "slurmdbd" in config.get("AccountingStorageType", ""):
+            cols = ["-o", "JobID,JobName"]
+            acct = await self._run(
+                ["sacct", "-X", "-n", "-P", *cols, "--name", ",".join(sorted(missing))]
+            )
+            for line in acct.stdout.splitlines():
+                job_id, _, name = line.partition("|")
+                if name in missing and "_" not in job_id:
+                    found[name] = job_id
+        return found
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         if not job_ids:

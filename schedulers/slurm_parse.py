@@ -338,3 +338,44 @@ def parse_submit_many(stdout: str, count: int) -> list[str | ValueError]:
             answers.append(ValueError(rest.strip() or "sbatch failed"))
     missing = count - len(answers)
     return answers[:count] + [ValueError("sbatch gave no answer") for _ in range(max(0, missing))]
+
+
+_CASE = re.compile(r"^\s*(\d+)\)\s*$")
+_NAME_EXPORT = re.compile(r"^\s*export BRIDGE_JOB_NAME=(\S+)\s*$")
+
+
+def parse_element_names(script: str) -> dict[int, str]:
+    """Array index -> the element's job name, from a batch script we rendered (as
+    ``scontrol write batch_script`` returns it)."""
+    names: dict[int, str] = {}
+    index: int | None = None
+    for line in script.splitlines():
+        if case := _CASE.match(line):
+            index = int(case.group(1))
+        elif index is not None and (export := _NAME_EXPORT.match(line)):
+            value = export.group(1)
+            names[index] = value[1:-1] if value.startswith("'") else value
+            index = None
+    return names
+
+
+@dataclass(frozen=True)
+class QueuedName:
+    """One line of ``squeue --array -o '%i|%F|%K|%j'``."""
+
+    job_id: str  # "1234" or "1230_4"
+    array_job_id: str
+    array_index: int | None
+    name: str
+
+
+def parse_squeue_names(text: str) -> list[QueuedName]:
+    out = []
+    for line in text.splitlines():
+        parts = line.strip().split("|", 3)
+        if len(parts) != 4:
+            continue
+        job_id, array_id, index, name = parts
+        element = int(index) if index.isdigit() and "_" in job_id else None
+        out.append(QueuedName(job_id, array_id, element, name))
+    return out

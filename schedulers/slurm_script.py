@@ -22,6 +22,7 @@ from schedulers.errors import SubmitError
 TEMPLATE = files("schedulers").joinpath("slurm_job.sh.tmpl").read_text()
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+JOB_NAME_ENV = "BRIDGE_JOB_NAME"  # each element's own job name, read back by adopt
 
 
 def format_time(seconds: int) -> str:
@@ -82,6 +83,7 @@ def _case(index: int, spec: JobSpec, *, redirect: bool) -> str:
         streams.append("2>&1")
     if redirect and streams:
         lines.append(f"exec {' '.join(streams)} || exit 98")
+    lines.append(f"export {JOB_NAME_ENV}={shlex.quote(spec.name)}")
     for key, value in spec.env.items():
         if not _ENV_NAME.match(key):
             raise SubmitError(f"invalid environment variable name {key!r} in job {spec.name!r}")

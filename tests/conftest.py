@@ -88,3 +88,11 @@ def store(settings: Settings) -> Iterator[TaskStore]:
     upgrade(engine)
     yield TaskStore(engine)
     engine.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that touches the one Slurm cluster runs on one xdist worker (some
+    restart slurmctld); the rest spread over the others (``--dist loadgroup``)."""
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.agent.cancel import CancelToken
+from bridge.agent.claim import EXIT_REFUSED, ClaimRefused, acquire
 from bridge.agent.errors import AgentError, StagingError, TaskCanceled, TaskFileError
 from bridge.agent.executor import Streams, run_launch, tail
 from bridge.agent.fusion_io import FusionSession
@@ -314,6 +315,29 @@ def run_attempt(
         return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"], number)
 
     number = attempt or runtime.attempt
+    try:
+        claim = acquire(wd, number)
+    except ClaimRefused as err:
+        log.error("not running: %s", err)
+        return AttemptResult("REFUSED", EXIT_REFUSED, number)
+    except OSError as err:
+        log.error("cannot claim attempt %d in %s: %s", number, wd.url, err)
+        return AttemptResult("SYSTEM_ERROR", EXIT_CODES["SYSTEM_ERROR"], number)
+    try:
+        return _run_claimed(wd, task, runtime, number, token, keep_scratch, stager)
+    finally:
+        claim.release()
+
+
+def _run_claimed(
+    wd: WorkDir,
+    task: Task,
+    runtime: RuntimeSettings,
+    number: int,
+    token: CancelToken,
+    keep_scratch: bool,
+    stager: Stager | None,
+) -> AttemptResult:
     reporter = _new_reporter(wd, number, task.id, runtime)
     runner = Attempt(
         wd,

@@ -72,6 +72,10 @@ class WorkDir(Protocol):
         """Copy a local file into the work directory under ``name``."""
         ...
 
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        """Create the file only if it does not exist; ``False`` if it did."""
+        ...
+
     def local_path(self, name: str) -> Path | None:
         """A local path for ``name`` if the work directory is local, else ``None``."""
         ...
@@ -103,6 +107,24 @@ class LocalWorkDir:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        # Write a temporary file, then hard-link it into place: the link fails if the
+        # name exists, and a reader never sees a half-written file.
+        target = self.local_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def put_file(self, name: str, source: Path) -> None:
         target = self.local_path(name)
@@ -141,6 +163,19 @@ class S3WorkDir:
             s3_client().put_object(Bucket=self.bucket, Key=key, Body=data)
         except Exception as err:
             raise self._error(err, key) from err
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        # A conditional put; servers that ignore the condition are caught by the
+        # caller's read-back.
+        key = self._key(name)
+        try:
+            s3_client().put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+        except Exception as err:
+            code = getattr(err, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise self._error(err, key) from err
+        return True
 
     def put_file(self, name: str, source: Path) -> None:
         key = self._key(name)

@@ -41,7 +41,7 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
         rm -rf "$rootfs"
         debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >"$home/debootstrap.log" 2>&1
     fi
-    tar -C "$rootfs" -c . | docker import - "$image" >/dev/null
+    tar -C "$rootfs" --one-file-system --exclude=./proc/* --exclude=./sys/* -c . | docker import - "$image" >/dev/null
 fi
 
 cat >"$repo/.services/docker.env" <<ENV
