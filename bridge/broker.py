@@ -276,7 +276,7 @@ class Broker:
         candidates = [Candidate(c, self.infos.get(c.name)) for c in self.settings.targets]
         placed: list[tuple[TaskRow, str, str, str]] = []
         for task in tasks:
-            placement = route(Request.from_document(task.document, task.owner), candidates)
+            placement = route(Request.from_requirements(task.requirements, task.owner), candidates)
             if placement.target is None:
                 self._fail(task.id, placement.reason)
                 continue
@@ -298,7 +298,7 @@ class Broker:
 
     def _write_task(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> None:
         runtime: dict[str, Any] = {
-            "container_runtime": _param(task, "container_runtime") or target.container_runtime,
+            "container_runtime": task.requirements.container_runtime or target.container_runtime,
             "attempt": n,
             "fusion": {
                 "mode": target.fusion,
@@ -310,12 +310,11 @@ class Broker:
         workspace.write_task(work_url, _public_document(task), runtime)
 
     def _retries(self, task: TaskRow) -> int:
-        return int(_param(task, "max_retries") or self.settings.broker.max_retries)
+        retries = task.requirements.retries
+        return self.settings.broker.max_retries if retries is None else retries
 
     def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
-        res = task.document.get("resources") or {}
-        ram = res.get("ram_gb")
-        wall = _param(task, "wall_time")
+        req = task.requirements
         log_path = workspace.local_log_path(work_url, n, self.settings.data_dir / "logs" / task.id)
         return JobSpec(
             name=job_name(task.id, n),
@@ -328,15 +327,15 @@ class Broker:
             ],
             workdir=str(log_path.parent),
             resources=Resources(
-                cpus=int(res.get("cpu_cores") or 1),
-                memory_mb=int(ram * 1024) if ram else None,
-                wall_time_s=int(wall) if wall else None,
-                gpus=int(_param(task, "gpus") or 0),
-                partition=_param(task, "partition") or target.partition,
-                account=_param(task, "account") or target.account,
-                qos=_param(task, "qos") or target.qos,
-                constraint=_param(task, "constraint"),
-                preemptible=bool(res.get("preemptible")),
+                cpus=req.cpus,
+                memory_mb=int(req.ram_gb * 1024) if req.ram_gb else None,
+                wall_time_s=req.wall_time_s,
+                gpus=req.gpus,
+                partition=req.partition or target.partition,
+                account=req.account or target.account,
+                qos=req.qos or target.qos,
+                constraint=req.constraint,
+                preemptible=req.preemptible,
             ),
             env=dict(target.env),
             stdout_path=str(log_path),
@@ -619,12 +618,6 @@ def capabilities_of(backend: Backend) -> Capabilities:
     module = sys.modules.get(type(backend).__module__)
     declared = getattr(module, "CAPABILITIES", None)
     return declared if isinstance(declared, Capabilities) else Capabilities()
-
-
-def _param(task: TaskRow, key: str) -> str | None:
-    params = (task.document.get("resources") or {}).get("backend_parameters") or {}
-    value = params.get(key)
-    return str(value) if value not in (None, "") else None
 
 
 def _public_document(task: TaskRow) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from bridge.config import TargetConfig
+from bridge.requirements import Requirements
 from schedulers.base import TargetInfo
 
 
@@ -34,16 +34,14 @@ class Request:
     owner: str = "anonymous"
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any], owner: str) -> Request:
-        res = doc.get("resources") or {}
-        params = res.get("backend_parameters") or {}
+    def from_requirements(cls, req: Requirements, owner: str) -> Request:
         return cls(
-            cpus=int(res.get("cpu_cores") or 1),
-            ram_gb=res.get("ram_gb"),
-            gpus=int(params.get("gpus", 0) or 0),
-            target=params.get("target"),
-            microarchitecture=params.get("microarchitecture"),
-            preemptible=bool(res.get("preemptible")),
+            cpus=req.cpus,
+            ram_gb=req.ram_gb,
+            gpus=req.gpus,
+            target=req.target,
+            microarchitecture=req.arch,
+            preemptible=req.preemptible,
             owner=owner,
         )
 

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from bridge.attempts import Phase
 from bridge.db import sqlite_pragmas
 from bridge.models import Attempt, Target, Task, TaskEvent, TaskTag
+from bridge.requirements import Requirements
 from bridge.states import ACTIVE, TERMINAL, InvalidTransition, State, can_transition
 
 T = Task.__table__  # type: ignore[attr-defined]
@@ -91,6 +93,11 @@ class TaskRow:
     placement_reason: str
     attempt: int
     work_url: str | None
+
+    @cached_property
+    def requirements(self) -> Requirements:
+        """What the task asks for, as read and checked at submission."""
+        return Requirements.of(self.document)
 
 
 @dataclass(frozen=True)

@@ -1,76 +1,27 @@
 """Turning a validated TES request into the document the store keeps.
 
-``backend_parameters`` keys are case-insensitive (TES).  Supported keys are kept,
-lower-cased; unsupported keys are dropped with a warning shown in the task's
-``system_logs`` -- or, with ``backend_parameters_strict``, the task is refused
-with a 400 naming the key.
+What the task asks for is read once, here, into a typed
+:class:`~bridge.requirements.Requirements` kept in the document under
+``_requirements``; unsupported ``backend_parameters`` are dropped with a warning shown
+in the task's ``system_logs`` (``_warnings``), or refused with a 400 under
+``backend_parameters_strict``.  Keys starting with ``_`` never reach a client.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bridge.tes import InvalidTask, TaskRequest
-
-SUPPORTED_BACKEND_PARAMETERS: dict[str, str] = {
-    "target": "name of the target to run on (skips routing)",
-    "partition": "Slurm partition",
-    "account": "Slurm account",
-    "qos": "Slurm quality of service",
-    "constraint": "Slurm constraint, e.g. a CPU feature",
-    "gpus": "number of GPUs",
-    "wall_time": "wall-time limit in seconds",
-    "microarchitecture": "minimum CPU microarchitecture (archspec name)",
-    "container_runtime": "none, docker, podman or charliecloud",
-    "max_retries": "retries after a system error or preemption",
-}
+from bridge.requirements import read_requirements
+from bridge.tes import TaskRequest
 
 
 def task_document(request: TaskRequest) -> dict[str, Any]:
     doc = request.model_dump(exclude_none=True)
-    resources = doc.get("resources") or {}
-    params = resources.get("backend_parameters")
-    if params is None:
-        return doc
-    strict = bool(resources.get("backend_parameters_strict"))
-    kept: dict[str, str] = {}
-    warnings: list[str] = []
-    for key, value in params.items():
-        norm = key.lower()
-        if norm in SUPPORTED_BACKEND_PARAMETERS:
-            kept[norm] = value
-        elif strict:
-            raise InvalidTask(
-                [
-                    {
-                        "field": f"resources.backend_parameters.{key}",
-                        "message": "unsupported backend parameter (backend_parameters_strict "
-                        f"is true); supported: {', '.join(SUPPORTED_BACKEND_PARAMETERS)}",
-                    }
-                ]
-            )
-        else:
-            warnings.append(f"backend parameter {key!r} is not supported and was ignored")
-    for key, value in kept.items():
-        _check_parameter(key, value)
-    resources["backend_parameters"] = kept
+    requirements, kept, warnings = read_requirements(doc)
+    resources = doc.get("resources")
+    if resources is not None and resources.get("backend_parameters") is not None:
+        resources["backend_parameters"] = kept
+    doc["_requirements"] = requirements.to_json()
     if warnings:
         doc["_warnings"] = warnings
     return doc
-
-
-def _check_parameter(key: str, value: str) -> None:
-    if key in ("gpus", "wall_time", "max_retries"):
-        try:
-            number = int(value)
-        except ValueError:
-            number = -1
-        if number < 0:
-            raise InvalidTask(
-                [
-                    {
-                        "field": f"resources.backend_parameters.{key}",
-                        "message": f"must be a non-negative integer, got {value!r}",
-                    }
-                ]
-            )

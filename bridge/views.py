@@ -60,7 +60,8 @@ def task_view(task: TaskRow, attempts: list[AttemptRow], view: View) -> dict[str
         else:
             logs.append({"logs": [], "outputs": [], "system_logs": warnings})
     out["logs"] = logs
-    out.pop("_warnings", None)
+    for key in [k for k in out if k.startswith("_")]:
+        out.pop(key)
     return out
 
 

@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse, Response
 from bridge import __version__
 from bridge.api.auth import caller_for
 from bridge.api.errors import BadRequest, BodyTooLarge
+from bridge.requirements import accepted_parameters
 from bridge.states import State
 from bridge.store import ListQuery, TaskStore
-from bridge.submission import SUPPORTED_BACKEND_PARAMETERS, task_document
+from bridge.submission import task_document
 from bridge.tes import parse_task
 from bridge.views import View, minimal, task_view
 
@@ -59,7 +60,7 @@ async def service_info(request: Request) -> Response:
             },
             "version": __version__,
             "storage": storage,
-            "tesResources_backend_parameters": list(SUPPORTED_BACKEND_PARAMETERS),
+            "tesResources_backend_parameters": accepted_parameters(),
         }
     )
 

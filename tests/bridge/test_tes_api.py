@@ -280,3 +280,52 @@ class TestAuthentication:
         assert client.get("/v1/tasks").status_code == 401
         assert client.get("/v1/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert client.post("/v1/tasks", json=TASK).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "words"),
+    [
+        ({"bridge.arch": "pentium9000"}, "bridge.arch", "unknown CPU microarchitecture"),
+        ({"microarchitecture": "zen99"}, "microarchitecture", "unknown CPU microarchitecture"),
+        ({"bridge.gpus": "-1"}, "bridge.gpus", "non-negative integer"),
+        ({"bridge.wall_time": "soon"}, "bridge.wall_time", "HH:MM:SS"),
+        ({"bridge.colour": "blue"}, "bridge.colour", "unknown bridge.* parameter"),
+        ({"bridge.container_runtime": "vm"}, "bridge.container_runtime", "one of"),
+    ],
+)
+def test_a_bad_broker_parameter_is_a_400_naming_it(
+    client: TestClient, params: dict[str, str], field: str, words: str
+) -> None:
+    doc = {**TASK, "resources": {"backend_parameters": params}}
+    response = client.post("/ga4gh/tes/v1/tasks", json=doc)
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert answer["field"] == f"resources.backend_parameters.{field}"
+    assert words in answer["message"]
+
+
+def test_strict_parameters_refuse_what_is_outside_the_namespace(client: TestClient) -> None:
+    resources = {"backend_parameters": {"VmSize": "big"}, "backend_parameters_strict": True}
+    response = client.post("/v1/tasks", json={**TASK, "resources": resources})
+    assert response.status_code == 400
+    assert response.json()["field"] == "resources.backend_parameters.VmSize"
+
+
+def test_service_info_publishes_the_accepted_parameters(client: TestClient) -> None:
+    info = client.get("/ga4gh/tes/v1/service-info").json()
+    accepted = info["tesResources_backend_parameters"]
+    for key in ("bridge.target", "bridge.arch", "bridge.gpus", "bridge.retries", "bridge.spack"):
+        assert key in accepted
+    assert "target" in accepted  # the plain names stay as aliases
+
+
+def test_requirements_are_read_once_and_never_shown(client: TestClient) -> None:
+    params = {"bridge.arch": "x86_64_v2", "Wall_Time": "1:00:00", "bridge.pip": "numpy, scipy"}
+    doc = {**TASK, "resources": {"cpu_cores": 2, "backend_parameters": params}}
+    task_id = client.post("/v1/tasks", json=doc).json()["id"]
+    full = client.get(f"/v1/tasks/{task_id}?view=FULL").json()
+    assert "_requirements" not in json.dumps(full)
+    stored = client.app.state.store.get(task_id)  # type: ignore[attr-defined]
+    req = stored.requirements
+    assert (req.cpus, req.arch, req.wall_time_s) == (2, "x86_64_v2", 3600)
+    assert req.env.pip == ("numpy", "scipy")
