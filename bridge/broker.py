@@ -47,9 +47,9 @@ from bridge.config import Settings, TargetConfig
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
 from bridge.store import AttemptRow, Changes, TaskRow, TaskStore
+from schedulers import registry
 from schedulers.base import (
     Backend,
-    Capabilities,
     JobSpec,
     JobState,
     JobStatus,
@@ -77,7 +77,7 @@ class Broker:
         self.store = store
         self.backends = dict(backends)
         self.configs = {t.name: t for t in settings.targets}
-        self.capabilities = {name: capabilities_of(b) for name, b in self.backends.items()}
+        self.capabilities = {t.name: registry.capabilities(t.kind) for t in settings.targets}
         self.infos: dict[str, TargetInfo] = {}
         self.broker_id = settings.effective_broker_id
         self._wake = asyncio.Event()
@@ -331,9 +331,9 @@ class Broker:
                 memory_mb=int(req.ram_gb * 1024) if req.ram_gb else None,
                 wall_time_s=req.wall_time_s,
                 gpus=req.gpus,
-                partition=req.partition or target.partition,
-                account=req.account or target.account,
-                qos=req.qos or target.qos,
+                partition=req.partition,  # None: the target's default
+                account=req.account,
+                qos=req.qos,
                 constraint=req.constraint,
                 preemptible=req.preemptible,
             ),
@@ -345,7 +345,8 @@ class Broker:
     async def _submit(self, target: str, subs: Sequence[_Submission]) -> None:
         """Submit, as one array where the target allows; a busy target keeps tasks queued."""
         backend = self.backends[target]
-        if len(subs) > 1 and self.configs[target].batches_arrays:
+        arrays = self.capabilities[target].native_arrays
+        if len(subs) > 1 and arrays and self.configs[target].setting("array_batching", True):
             await self._submit_together(target, subs, backend.submit_array)
             return
         submit_many = getattr(backend, "submit_many", None)
@@ -609,15 +610,6 @@ class Broker:
     def _fail(self, task_id: str, reason: str) -> None:
         with contextlib.suppress(InvalidTransition):
             self.store.transition(task_id, State.SYSTEM_ERROR, reason)
-
-
-def capabilities_of(backend: Backend) -> Capabilities:
-    """What the backend's module declares (its ``CAPABILITIES``)."""
-    import sys
-
-    module = sys.modules.get(type(backend).__module__)
-    declared = getattr(module, "CAPABILITIES", None)
-    return declared if isinstance(declared, Capabilities) else Capabilities()
 
 
 def _public_document(task: TaskRow) -> dict[str, Any]:

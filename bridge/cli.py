@@ -165,7 +165,6 @@ def _bootstrap(args: argparse.Namespace) -> int:
     import tempfile
 
     from bridge.remote_agent import bootstrap_agent
-    from bridge.targets import make_runner
 
     if not args.name:
         raise SystemExit("bridge targets bootstrap NAME")
@@ -173,6 +172,12 @@ def _bootstrap(args: argparse.Namespace) -> int:
     target = next((t for t in settings.targets if t.name == args.name), None)
     if target is None:
         raise SystemExit(f"no target named {args.name!r} in the configuration")
+    if target.kind != "slurm":
+        raise SystemExit(
+            f"target {target.name} is {target.kind}: bootstrap installs on Slurm login nodes"
+        )
+    from schedulers.slurm import make_runner
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(__file__).resolve().parent.parent
         subprocess.run(
@@ -180,7 +185,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
             check=True,
         )
         wheel = next(Path(tmp).glob("converged_bridge-*.whl"))
-        runner = make_runner(target)
+        runner = make_runner(target.backend, target.env)
 
         async def go() -> str:
             try:

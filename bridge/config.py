@@ -19,9 +19,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud"]
+from schedulers import registry
+
+ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud", "sandbox"]
+FusionMode = Literal["auto", "mount", "stage", "off"]
 
 
 class ConfigError(ValueError):
@@ -29,44 +32,47 @@ class ConfigError(ValueError):
 
 
 class TargetConfig(BaseModel):
+    """One ``[[targets]]`` table: the fields every target has, and ``backend``: the
+    settings of its kind, validated by that backend's own model (so a Slurm target
+    cannot carry Batch fields).  In TOML both are written flat in one table."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    kind: Literal["local", "slurm", "dask", "aws_batch"]
+    name: str = Field(min_length=1, max_length=128)
+    kind: str
     container_runtime: ContainerRuntime = "auto"
     # /fusion/s3/<bucket>/<key> in tasks: a FUSE mount where possible (auto), always
     # (mount), copy-staging (stage, for nodes without FUSE) or not at all (off)
-    fusion: Literal["auto", "mount", "stage", "off"] = "auto"
-    fusion_cache_gb: float = 2.0
+    fusion: FusionMode = "auto"
+    fusion_cache_gb: float = Field(default=2.0, ge=0)
     agent_command: list[str] | None = None  # how to start bridge-agent on the node
-    max_parallel: int | None = None
-    max_cpus: int | None = None
-    max_ram_gb: float | None = None
-    cost_per_cpu_hour: float = 0.0
+    max_cpus: int | None = Field(default=None, ge=1)
+    max_ram_gb: float | None = Field(default=None, gt=0)
+    cost_per_cpu_hour: float = Field(default=0.0, ge=0)
     allowed_users: list[str] | None = None
-    # slurm
-    runner: Literal["local", "ssh"] = "local"
-    host: str | None = None
-    port: int = 22
-    user: str | None = None
-    key_file: str | None = None
-    known_hosts: str | None = None
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    array_batching: bool | None = None  # default: on for Slurm (native job arrays)
+    env: dict[str, str] = Field(default_factory=dict)  # for the backend's commands and jobs
     work_url: str | None = None  # where this target's nodes see the work directory
-    # dask / aws_batch
-    address: str | None = None
-    job_queue: str | None = None
-    job_definition: str | None = None
-    endpoint_url: str | None = None
+    backend: Any = None
 
-    @property
-    def batches_arrays(self) -> bool:
-        """Whether tasks arriving together go to the backend as one array job."""
-        return self.kind == "slurm" if self.array_batching is None else self.array_batching
+    @model_validator(mode="before")
+    @classmethod
+    def _split_backend_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "kind" not in data:
+            return data
+        common = {k: v for k, v in data.items() if k in cls.model_fields}
+        own = {k: v for k, v in data.items() if k not in cls.model_fields}
+        if isinstance(data.get("backend"), BaseModel):
+            return data
+        try:
+            model = registry.settings_model(str(data["kind"]))
+        except registry.UnknownKind as err:
+            raise ValueError(str(err)) from err
+        common["backend"] = model.model_validate({**own, "kind": data["kind"]})
+        return common
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A backend setting by name, or ``default`` for kinds that do not have it."""
+        return getattr(self.backend, key, default)
 
 
 class UserConfig(BaseModel):

@@ -1,55 +1,17 @@
-"""Build a backend for each configured target (lazily importing what it needs)."""
+"""Build a backend for each configured target through the plug-in registry."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bridge.config import ConfigError, TargetConfig
+from schedulers import registry
 from schedulers.base import Backend
-from schedulers.transport import CommandRunner, LocalRunner
-
-
-def make_runner(cfg: TargetConfig) -> CommandRunner:
-    if cfg.runner == "local":
-        return LocalRunner(env=cfg.env)
-    if not cfg.host:
-        raise ConfigError(f"target {cfg.name}: runner 'ssh' needs host")
-    if not cfg.known_hosts:
-        raise ConfigError(
-            f"target {cfg.name}: runner 'ssh' needs known_hosts (host keys are verified)"
-        )
-    try:
-        from schedulers.transport import SSHRunner
-    except ImportError as err:
-        raise ConfigError(
-            f"target {cfg.name}: the SSH runner needs paramiko: pip install 'converged-bridge[slurm]'"
-        ) from err
-    return SSHRunner(
-        host=cfg.host,
-        port=cfg.port,
-        user=cfg.user,
-        key_filename=str(Path(cfg.key_file).expanduser()) if cfg.key_file else None,
-        known_hosts=str(Path(cfg.known_hosts).expanduser()),
-        env=cfg.env,
-    )
 
 
 def make_backend(cfg: TargetConfig) -> Backend:
-    if cfg.kind == "local":
-        from schedulers.local import LocalBackend
-
-        return LocalBackend(name=cfg.name, max_parallel=cfg.max_parallel)
-    if cfg.kind == "slurm":
-        from schedulers.slurm import SlurmBackend
-
-        return SlurmBackend(
-            name=cfg.name,
-            runner=make_runner(cfg),
-            partition=cfg.partition,
-            account=cfg.account,
-            qos=cfg.qos,
-        )
-    raise ConfigError(f"target {cfg.name}: kind {cfg.kind!r} is not available in this version")
+    try:
+        return registry.create(cfg.name, cfg.backend, cfg.env)
+    except registry.BackendNotInstalled as err:
+        raise ConfigError(f"target {cfg.name}: {err}") from err
 
 
 def make_backends(targets: list[TargetConfig]) -> dict[str, Backend]:

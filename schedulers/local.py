@@ -29,6 +29,7 @@ from pathlib import Path
 
 from schedulers.base import Capabilities, JobSpec, JobState, JobStatus, TargetInfo
 from schedulers.errors import NotSubmitted, SubmitError
+from schedulers.local_settings import LocalSettings
 
 KILL_GRACE_S = 10.0
 JOB_NAME_ENV = "BRIDGE_JOB_NAME"
@@ -224,3 +225,7 @@ class LocalBackend:
     async def close(self) -> None:
         """Forget the job handles; the processes keep running (they are sessions of their own)."""
         self._children.clear()
+
+
+def create(name: str, settings: LocalSettings, env: Mapping[str, str]) -> LocalBackend:
+    return LocalBackend(name=name, max_parallel=settings.max_parallel)

@@ -28,6 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from schedulers import pyslurm_path
 from schedulers.base import Capabilities, JobSpec, JobState, JobStatus, Resources, TargetInfo
@@ -48,6 +49,7 @@ from schedulers.slurm_parse import (
     parse_submit_many,
 )
 from schedulers.slurm_script import SUBMIT_MANY, render_script, submit_many_input
+from schedulers.slurm_settings import SlurmSettings
 from schedulers.transport import CommandResult, CommandRunner, LocalRunner
 
 log = logging.getLogger(__name__)
@@ -371,3 +373,33 @@ class SlurmBackend:
 def _needs_exit_code(job: SlurmJob) -> bool:
     state = map_state(job.native_state)
     return state.finished and state is not JobState.COMPLETED
+
+
+def make_runner(settings: SlurmSettings, env: Mapping[str, str]) -> CommandRunner:
+    """Where the Slurm commands run: here, or on a login node over SSH."""
+    if settings.runner == "local":
+        return LocalRunner(env=dict(env))
+    from schedulers.transport import SSHRunner  # needs paramiko: the [slurm] extra
+
+    assert settings.host and settings.known_hosts  # checked by the settings model
+    return SSHRunner(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        key_filename=str(Path(settings.key_file).expanduser()) if settings.key_file else None,
+        known_hosts=str(Path(settings.known_hosts).expanduser()),
+        env=dict(env),
+    )
+
+
+def create(name: str, settings: SlurmSettings, env: Mapping[str, str]) -> SlurmBackend:
+    return SlurmBackend(
+        make_runner(settings, env),
+        name=name,
+        partition=settings.partition,
+        account=settings.account,
+        qos=settings.qos,
+        max_array_size=settings.max_array_size,
+        use_pyslurm=settings.use_pyslurm,
+        command_timeout=settings.command_timeout_s,
+    )

@@ -30,7 +30,7 @@ def cand(
 
 def test_the_shorter_queue_wins_and_the_reason_says_so() -> None:
     placement = route(
-        Request(cpus=4), [cand("hpc", wait=1800), cand("cloud", kind="aws_batch", wait=60)]
+        Request(cpus=4), [cand("hpc", wait=1800), cand("cloud", kind="local", wait=60)]
     )
     assert placement.target == "cloud"
     assert "60 s vs 1800 s on hpc" in placement.reason
