@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import yaml
 
 from bridge.client import BridgeClient, BridgeError
 from bridge.config import ConfigError, Settings, load_settings
+from bridge.logs import setup_logging
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -293,13 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if command:
         args.command = command
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        for noisy in ("httpx", "httpcore", "botocore", "boto3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.verbose)
     try:
         return int(args.func(args))
     except BridgeError as err:

@@ -111,6 +111,7 @@ class Settings(BaseModel):
     work_bucket: str | None = None
     public_url: str | None = None  # how agents reach the API (progress posts)
     max_body_bytes: int = 8 * 1024 * 1024
+    keep_alive_s: int = 75  # longer than any client's idle keep-alive
     targets: list[TargetConfig] = Field(
         default_factory=lambda: [TargetConfig(name="local", kind="local")]
     )

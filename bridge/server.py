@@ -34,10 +34,27 @@ def build(settings: Settings, with_broker: bool = True) -> tuple[FastAPI, TaskSt
     return create_app(settings, store, broker), store, broker
 
 
+def uvicorn_config(app: FastAPI, settings: Settings, log_level: str = "warning") -> uvicorn.Config:
+    """How the API is served.  The keep-alive outlives every client's (httpx and
+    requests keep idle connections 5 s): the client always closes an idle connection
+    first, so it never sends a request on a connection the server is closing -- the
+    race that dropped POSTs with ``ReadError`` under a 5 s server keep-alive."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=settings.keep_alive_s,
+        backlog=4096,
+    )
+
+
 def serve(settings: Settings) -> None:
     app, _, _ = build(settings)
     log.info("serving TES at http://%s:%d/ga4gh/tes/v1", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -50,15 +67,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve_in_thread(settings: Settings, with_broker: bool = True) -> Iterator[str]:
     """Run the whole server in a background thread; yield its base URL."""
     app, _, _ = build(settings, with_broker)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -26,6 +26,7 @@ from bridge.agent.attempt import EXIT_CODES, run_attempt
 from bridge.agent.cancel import CancelToken
 from bridge.agent.errors import WorkDirError
 from bridge.agent.workdir import WorkDir, agent_log_name, open_workdir
+from bridge.logs import setup_logging
 
 log = logging.getLogger("bridge.agent")
 LOG_FORMAT = "%(asctime)s bridge-agent %(levelname)s %(message)s"
@@ -68,13 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format=LOG_FORMAT,
-        stream=sys.stderr,
-    )
-    for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.verbose, program="bridge-agent")
     token = CancelToken()
     token.install()
     try:
