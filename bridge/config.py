@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.routing_policy import Budget, RoutingPolicy, TargetRouting
+
 ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud"]
 
 
@@ -44,6 +46,7 @@ class TargetConfig(BaseModel):
     max_ram_gb: float | None = None
     cost_per_cpu_hour: float = 0.0
     allowed_users: list[str] | None = None
+    routing: TargetRouting = Field(default_factory=TargetRouting)  # prices, burst, region
     # slurm
     runner: Literal["local", "ssh"] = "local"
     host: str | None = None
@@ -107,6 +110,8 @@ class Settings(BaseModel):
     )
     users: list[UserConfig] = Field(default_factory=list)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    budgets: list[Budget] = Field(default_factory=list)
 
     @property
     def effective_database_url(self) -> str:
