@@ -83,9 +83,8 @@ def read_swf(path: Path, cores: int | None, seed: int, preemptible: float) -> tu
                 continue
             if line.startswith(";"):
                 key, _, value = line[1:].partition(":")
-                if key.strip() in ("MaxProcs", "MaxNodes") and value.strip().isdigit():
-                    if key.strip() == "MaxProcs" or max_procs is None:
-                        max_procs = int(value)
+                if key.strip() == "MaxProcs" and value.strip().isdigit():
+                    max_procs = int(value)
                 continue
             f = line.split()
             if len(f) < 12:

@@ -46,7 +46,7 @@ class TargetConfig(BaseModel):
     max_ram_gb: float | None = None
     cost_per_cpu_hour: float = 0.0
     allowed_users: list[str] | None = None
-    routing: TargetRouting = Field(default_factory=TargetRouting)  # prices, burst, region
+    routing: TargetRouting = Field(default_factory=lambda: TargetRouting())  # prices, burst, region
     # slurm
     runner: Literal["local", "ssh"] = "local"
     host: str | None = None
@@ -110,7 +110,7 @@ class Settings(BaseModel):
     )
     users: list[UserConfig] = Field(default_factory=list)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    routing: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
     budgets: list[Budget] = Field(default_factory=list)
 
     @property

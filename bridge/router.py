@@ -353,7 +353,8 @@ def route(
     best = usable[0]
     name = best.cand.config.name
     parts = [f"{name}: " + _why_best(req, best, usable, burst_note)]
-    parts.append(_cost_text(best, req))
+    if cost_text := _cost_text(best, req):
+        parts.append(cost_text)
     if best.budget_note:
         parts.append(best.budget_note)
     reason = "; ".join(parts)
@@ -447,7 +448,7 @@ def _why_best(req: Request, best: _Scored, usable: Sequence[_Scored], burst_note
 def _cost_text(best: _Scored, req: Request) -> str:
     cfg = best.cand.config
     if not is_cloud(cfg.kind, cfg.routing):
-        text = f"est. ${best.cost_usd:.2f} internal"
+        text = f"est. ${best.cost_usd:.2f} internal" if best.cost_usd else ""
     else:
         text = f"est. ${best.cost_usd:.2f}"
         if runs_on_spot(req, cfg):

@@ -38,9 +38,9 @@ class Prices(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpu_hour: float = Field(0.0, ge=0)
-    gb_hour: float = Field(0.0, ge=0)
-    gpu_hour: float = Field(0.0, ge=0)
+    cpu_hour: float = Field(default=0.0, ge=0)
+    gb_hour: float = Field(default=0.0, ge=0)
+    gpu_hour: float = Field(default=0.0, ge=0)
 
     def hourly(self, cpus: int, ram_gb: float, gpus: int) -> float:
         return cpus * self.cpu_hour + ram_gb * self.gb_hour + gpus * self.gpu_hour
@@ -56,10 +56,10 @@ class TargetRouting(BaseModel):
     cloud: bool | None = None
     # Takes work only while the other targets' wait passes the burst threshold.
     burst: bool = False
-    boot_latency_s: float = Field(0.0, ge=0)
+    boot_latency_s: float = Field(default=0.0, ge=0)
     region: str | None = None  # cloud region or site name, for data locality
-    max_wall_time_s: int | None = Field(None, gt=0)
-    prices: Prices = Field(default_factory=Prices)
+    max_wall_time_s: int | None = Field(default=None, gt=0)
+    prices: Prices = Field(default_factory=lambda: Prices())
     spot: Prices | None = None  # prices for preemptible tasks, when it has spot capacity
     spot_only: bool = False  # only spot capacity: takes preemptible tasks only
     arch: str | None = None  # archspec name when its probe cannot tell (cloud queues)
@@ -70,12 +70,12 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_retries: int | None = Field(None, ge=0)  # None: [broker] max_retries
-    backoff_s: float = Field(5.0, ge=0)
-    backoff_factor: float = Field(2.0, ge=1)
-    max_backoff_s: float = Field(600.0, ge=0)
+    max_retries: int | None = Field(default=None, ge=0)  # None: [broker] max_retries
+    backoff_s: float = Field(default=5.0, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
+    max_backoff_s: float = Field(default=600.0, ge=0)
     # After this many preemptions a task stops asking for spot capacity (0: never stops).
-    spot_preemptions: int = Field(1, ge=0)
+    spot_preemptions: int = Field(default=1, ge=0)
 
 
 class RoutingPolicy(BaseModel):
@@ -83,22 +83,22 @@ class RoutingPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    burst_wait_s: float = Field(600.0, ge=0)
+    burst_wait_s: float = Field(default=600.0, ge=0)
     burst_wait_by_partition: dict[str, float] = Field(default_factory=dict)
     # Scoring: a placement's score is its estimated cost plus its estimated start
     # priced at this many dollars per hour of waiting (per task).
-    wait_usd_per_hour: float = Field(1.0, ge=0)
-    internal_core_hour_usd: float = Field(0.0, ge=0)
-    default_wall_time_s: float = Field(3600.0, gt=0)  # cost estimate without a wall time
-    egress_usd_per_gb: float = Field(0.09, ge=0)
-    default_input_gb: float = Field(1.0, ge=0)  # size assumed for an input of unknown size
+    wait_usd_per_hour: float = Field(default=1.0, ge=0)
+    internal_core_hour_usd: float = Field(default=0.0, ge=0)
+    default_wall_time_s: float = Field(default=3600.0, gt=0)  # cost estimate without a wall time
+    egress_usd_per_gb: float = Field(default=0.09, ge=0)
+    default_input_gb: float = Field(default=1.0, ge=0)  # size assumed for an input of unknown size
     bucket_regions: dict[str, str] = Field(default_factory=dict)
     # Degraded targets: this many SYSTEM_ERRORs within the window sidelines a target
     # until degraded_for_s after its last one.
-    degraded_after: int = Field(3, ge=1)
-    degraded_window_s: float = Field(900.0, gt=0)
-    degraded_for_s: float = Field(600.0, ge=0)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    degraded_after: int = Field(default=3, ge=1)
+    degraded_window_s: float = Field(default=900.0, gt=0)
+    degraded_for_s: float = Field(default=600.0, ge=0)
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy())
 
     def burst_threshold(self, partition: str | None) -> float:
         if partition and partition in self.burst_wait_by_partition:
@@ -121,8 +121,8 @@ class Budget(BaseModel):
     user: str | None = None
     tag: str | None = None
     target: str | None = None
-    usd: float | None = Field(None, ge=0)
-    max_running: int | None = Field(None, ge=0)
+    usd: float | None = Field(default=None, ge=0)
+    max_running: int | None = Field(default=None, ge=0)
     covers: Literal["cloud", "all"] = "cloud"
 
     def matches(self, owner: str, tags: Mapping[str, str], target: str, cloud: bool) -> bool:
