@@ -26,12 +26,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from bridge import workspace
+from bridge import routing_state, workspace
 from bridge.config import Settings, TargetConfig
+from bridge.retry_policy import next_attempt, should_retry
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
 from bridge.store import AttemptRow, Changes, TaskRow, TaskStore
@@ -45,7 +46,6 @@ AGENT_FINAL = {
     "EXECUTOR_ERROR": State.EXECUTOR_ERROR,
     "SYSTEM_ERROR": State.SYSTEM_ERROR,
 }
-RETRYABLE = {JobState.PREEMPTED, JobState.LOST}
 # How long a finished job may go without a final status.json before we give up on it
 # (object-store work directories can lag a little behind the job's end).
 REPORT_GRACE_S = 3.0
@@ -171,12 +171,34 @@ class Broker:
         """Route every claimed task, start their attempts in one transaction and write
         each work directory's ``task.json``."""
         candidates = [Candidate(c, self.infos.get(c.name)) for c in self.settings.targets]
+        policy, budgets = self.settings.routing, self.settings.budgets
+        state = routing_state.load_state(self.store, self.settings)
+        retried = [t for t in tasks if t.attempt > 0]
+        history = self.store.attempts_for(t.seq for t in retried) if retried else {}
         placed: list[tuple[TaskRow, str, str, str]] = []
         for task in tasks:
-            placement = route(Request.from_document(task.document, task.owner), candidates)
+            req = Request.from_document(task.document, task.owner)
+            advice = next_attempt(
+                routing_state.past_attempts(history.get(task.seq, [])), policy.retry
+            )
+            if advice.not_before > state.now:
+                self.store.release(task.id)  # backing off; a later turn places it
+                continue
+            if advice.avoid or not advice.preemptible_ok:
+                req = replace(
+                    req, avoid=advice.avoid, preemptible=req.preemptible and advice.preemptible_ok
+                )
+            placement = route(req, candidates, policy, budgets, state)
+            if placement.wait:
+                log.info("task %s waits: %s", task.id, placement.reason)
+                self.store.release(task.id)
+                continue
             if placement.target is None:
                 self._fail(task.id, placement.reason)
                 continue
+            state = routing_state.charge(
+                state, self.settings, req, placement.target, placement.est_cost_usd
+            )
             target = self.configs[placement.target]
             base = target.work_url or self.settings.effective_work_url
             placed.append((task, target.name, placement.reason, workspace.task_url(base, task.id)))
@@ -395,10 +417,15 @@ class Broker:
         if time.monotonic() - first_seen < REPORT_GRACE_S:
             return
         self._ended_without_report.pop(task.id, None)
-        self._job_ended_silently(task, attempt, job, changes)
+        self._job_ended_silently(task, attempt, job, changes, status or {})
 
     def _job_ended_silently(
-        self, task: TaskRow, attempt: AttemptRow, job: JobStatus, changes: Changes
+        self,
+        task: TaskRow,
+        attempt: AttemptRow,
+        job: JobStatus,
+        changes: Changes,
+        status: dict[str, Any],
     ) -> None:
         detail = f"{attempt.target} job {attempt.backend_job_id} ended {job.state.value}"
         if job.exit_code is not None:
@@ -406,8 +433,18 @@ class Broker:
         if job.reason:
             detail += f": {job.reason}"
         detail += " before the agent reported"
-        limit = int(_param(task, "max_retries") or self.settings.broker.max_retries)
-        if job.state in RETRYABLE and attempt.number <= limit:
+        outcome = job.state.value if job.state in (JobState.PREEMPTED, JobState.LOST) else None
+        # Kept with the attempt: the retry policy and degraded targets read it back.
+        changes.statuses.append(
+            (attempt.id, {**status, "outcome": outcome or "SYSTEM_ERROR"}, None)
+        )
+        retries = _param(task, "max_retries") or _param(task, "bridge.retries")
+        default = self.settings.routing.retry.max_retries
+        limit = int(
+            retries or (default if default is not None else self.settings.broker.max_retries)
+        )
+        decision = should_retry(job.state.value, attempt.number, limit)
+        if decision.retry:
             changes.finished.append(attempt.id)
             changes.move(
                 task.id, State.QUEUED, f"{detail}; retrying (attempt {attempt.number + 1})"
