@@ -359,9 +359,12 @@ def simulate(
     cloud: Cloud,
     seed: int,
     budget_usd: float | None = None,
+    wait_usd_per_hour: float | None = None,
 ) -> dict[str, float]:
     rng = random.Random(seed)
     routing = RoutingPolicy(burst_wait_s=threshold_s)
+    if wait_usd_per_hour is not None:
+        routing = routing.model_copy(update={"wait_usd_per_hour": wait_usd_per_hour})
     budgets = [Budget(name="burst", usd=budget_usd)] if budget_usd is not None else []
     configs = targets(policy, cores, cloud)
     machine = Machine(cores)
@@ -494,12 +497,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--load", type=float, default=1.05, help="synthetic offered load")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--preemptible", type=float, default=0.7, help="share of spot-able jobs")
-    ap.add_argument("--thresholds", default="10,30,60", help="burst wait thresholds, minutes")
+    ap.add_argument("--thresholds", default="10,60,240", help="burst wait thresholds, minutes")
     ap.add_argument("--boot-s", type=float, default=180.0)
     ap.add_argument("--on-demand", type=float, default=0.048, help="$ per core-hour")
     ap.add_argument("--spot", type=float, default=0.0144, help="$ per core-hour")
     ap.add_argument("--spot-rate", type=float, default=0.05, help="interruptions per hour")
     ap.add_argument("--budget", type=float, help="cloud budget for burst policies, $")
+    ap.add_argument(
+        "--wait-usd-per-hour",
+        type=float,
+        help="router: an hour of waiting in $ (default: config's)",
+    )
     ap.add_argument("--write-swf", type=Path, help="write the synthetic workload and exit")
     args = ap.parse_args(argv)
 
@@ -534,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cloud,
             args.seed,
             args.budget if name.startswith("burst") else None,
+            args.wait_usd_per_hour,
         )
         fig["sim_s"] = round(time.perf_counter() - t0, 2)
         results[name] = fig
