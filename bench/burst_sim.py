@@ -368,6 +368,9 @@ def simulate(
     budgets = [Budget(name="burst", usd=budget_usd)] if budget_usd is not None else []
     configs = targets(policy, cores, cloud)
     machine = Machine(cores)
+    hpc = next((c for c in configs if c.name == "hpc"), None)
+    # the cloud queues' probes say the same every time: no queue, unknown CPUs
+    fixed = {c.name: Candidate(c, TargetInfo(c.name, "aws_batch")) for c in configs if c is not hpc}
     spent: dict[str, float] = {"burst": 0.0}
     cost = 0.0
     cloud_core_s = 0.0
@@ -392,15 +395,17 @@ def simulate(
             owner=f"u{job.user}",
             avoid=advice.avoid,
         )
-        cands = []
-        for cfg in configs:
-            if cfg.name == "hpc":
-                info = TargetInfo(
+        cands = [
+            Candidate(
+                c,
+                TargetInfo(
                     "hpc", "slurm", cpus=cores, queue_wait_s=machine.wait_estimate(now, job.cores)
-                )
-            else:
-                info = TargetInfo(cfg.name, "aws_batch", cpus=None)
-            cands.append(Candidate(cfg, info))
+                ),
+            )
+            if c is hpc
+            else fixed[c.name]
+            for c in configs
+        ]
         state = RoutingState(now=now, spent_usd=spent) if budgets else state_budget
         placement = route(req, cands, routing, budgets, state)
         target = placement.target
@@ -494,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--swf", type=Path, help="a Standard Workload Format trace")
     ap.add_argument("--cores", type=int, help="machine size (default: the trace's MaxProcs)")
     ap.add_argument("--days", type=float, default=1.0, help="synthetic workload length")
-    ap.add_argument("--load", type=float, default=1.05, help="synthetic offered load")
+    ap.add_argument("--load", type=float, default=1.2, help="synthetic offered load")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--preemptible", type=float, default=0.7, help="share of spot-able jobs")
     ap.add_argument("--thresholds", default="10,60,240", help="burst wait thresholds, minutes")

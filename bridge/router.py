@@ -306,11 +306,13 @@ def route(
     rejected: dict[str, str] = {}
     fit: list[Candidate] = []
     for cand in candidates:
-        why = next((w for rule in RULES if (w := rule(req, cand)) is not None), None)
-        if why is None:
-            fit.append(cand)
+        for rule in RULES:
+            why = rule(req, cand)
+            if why is not None:
+                rejected[cand.config.name] = why
+                break
         else:
-            rejected[cand.config.name] = why
+            fit.append(cand)
     if not fit:
         detail = "; ".join(f"{name}: {why}" for name, why in rejected.items())
         return Placement(None, f"no target can run this task ({detail})", rejected)
