@@ -176,6 +176,7 @@ class Broker:
         retried = [t for t in tasks if t.attempt > 0]
         history = self.store.attempts_for(t.seq for t in retried) if retried else {}
         placed: list[tuple[TaskRow, str, str, str]] = []
+        spot: dict[str, bool] = {}  # task id -> may run on preemptible capacity
         for task in tasks:
             req = Request.from_document(task.document, task.owner)
             advice = next_attempt(
@@ -202,6 +203,7 @@ class Broker:
             target = self.configs[placement.target]
             base = target.work_url or self.settings.effective_work_url
             placed.append((task, target.name, placement.reason, workspace.task_url(base, task.id)))
+            spot[task.id] = req.preemptible  # after a preemption the policy may say no
         attempts = self.store.place_many(placed)
         subs = []
         for (task, name, reason, work_url), attempt in zip(placed, attempts, strict=True):
@@ -221,11 +223,13 @@ class Broker:
             except OSError as err:
                 self._fail(task.id, f"could not write the work directory {work_url}: {err}")
                 continue
-            spec = self._job_spec(task, target, work_url, attempt.number)
+            spec = self._job_spec(task, target, work_url, attempt.number, spot.get(task.id, False))
             subs.append(_Submission(task, attempt, spec, reason))
         return subs
 
-    def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
+    def _job_spec(
+        self, task: TaskRow, target: TargetConfig, work_url: str, n: int, preemptible: bool
+    ) -> JobSpec:
         res = task.document.get("resources") or {}
         ram = res.get("ram_gb")
         wall = _param(task, "wall_time")
@@ -249,7 +253,7 @@ class Broker:
                 account=_param(task, "account") or target.account,
                 qos=_param(task, "qos") or target.qos,
                 constraint=_param(task, "constraint"),
-                preemptible=bool(res.get("preemptible")),
+                preemptible=preemptible,
             ),
             env=dict(target.env),
             stdout_path=str(log_path),

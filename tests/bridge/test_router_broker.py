@@ -35,9 +35,11 @@ class SpotReclaimed:
     def __init__(self, name: str) -> None:
         self.name = name
         self.submitted: list[str] = []
+        self.preemptible: list[bool] = []
 
     async def submit(self, spec: JobSpec) -> str:
         self.submitted.append(spec.name)
+        self.preemptible.append(spec.resources.preemptible)
         return f"spot-{len(self.submitted)}"
 
     async def submit_array(self, specs: Sequence[JobSpec]) -> list[str | Exception]:
@@ -146,7 +148,7 @@ def test_a_preempted_spot_task_is_retried_on_another_target(
         assert any(
             r.startswith("placed on aws:") and "not aws-spot: spot capacity only" in r for r in said
         ), said
-        assert len(spot.submitted) == 1
+        assert len(spot.submitted) == 1 and spot.preemptible == [True]
 
     run_broker(settings, store, backends, scenario)
 
