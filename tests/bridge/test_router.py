@@ -319,3 +319,38 @@ def test_clean_history_gives_no_advice() -> None:
     assert next_attempt([], RetryPolicy()).avoid == frozenset()
     done = [PastAttempt(1, "hpc", "COMPLETE", 5.0)]
     assert next_attempt(done, RetryPolicy()).not_before == 0.0
+
+
+def test_routing_budgets_and_target_prices_load_from_toml(tmp_path: Any) -> None:
+    from bridge.config import ConfigError, load_settings
+
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        """
+[routing]
+burst_wait_s = 300
+burst_wait_by_partition = { gpu = 60 }
+
+[routing.retry]
+backoff_s = 1
+
+[[budgets]]
+name = "proj-x"
+tag = "project=proj-x"
+usd = 12.5
+
+[[targets]]
+name = "aws-spot"
+kind = "aws_batch"
+routing = { burst = true, spot_only = true, prices = { cpu_hour = 0.04 }, spot = { cpu_hour = 0.01 } }
+"""
+    )
+    settings = load_settings(path, env={})
+    assert settings.routing.burst_threshold("gpu") == 60
+    assert settings.routing.retry.backoff_s == 1
+    assert settings.budgets[0].usd == 12.5
+    spot = settings.targets[0].routing
+    assert spot.burst and spot.spot is not None and spot.spot.cpu_hour == 0.01
+    path.write_text('[[budgets]]\nname = "x"\nusd = -1\n')
+    with pytest.raises(ConfigError, match="budgets"):
+        load_settings(path, env={})
