@@ -155,7 +155,8 @@ def decide(f: Facts) -> Decision:
         )
     if job.state == JobState.CANCELLED:
         detail = f"the job was cancelled outside the broker: {detail}"
-    return Decision(Verdict.FINISH, State.SYSTEM_ERROR, detail, job.state.value)
+    outcome = job.state.value if job.state in RETRYABLE else "SYSTEM_ERROR"
+    return Decision(Verdict.FINISH, State.SYSTEM_ERROR, detail, outcome)
 
 
 def _final_reason(state: State, f: Facts) -> str:

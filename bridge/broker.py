@@ -26,11 +26,11 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge import workspace
+from bridge import routing_state, workspace
 from bridge.attempts import (
     AGENT_FINAL,
     Decision,
@@ -44,6 +44,7 @@ from bridge.attempts import (
     job_name,
 )
 from bridge.config import Settings, TargetConfig
+from bridge.retry_policy import next_attempt
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
 from bridge.store import AttemptRow, Changes, TaskRow, TaskStore
@@ -274,15 +275,39 @@ class Broker:
         """Route every claimed task, start their attempts in one transaction and write
         each work directory's ``task.json``."""
         candidates = [Candidate(c, self.infos.get(c.name)) for c in self.settings.targets]
+        policy, budgets = self.settings.routing, self.settings.budgets
+        state = routing_state.load_state(self.store, self.settings)
+        retried = [t for t in tasks if t.attempt > 0]
+        history = self.store.attempts_for(t.seq for t in retried) if retried else {}
         placed: list[tuple[TaskRow, str, str, str]] = []
+        spot: dict[str, bool] = {}  # task id -> may run on preemptible capacity
         for task in tasks:
-            placement = route(Request.from_requirements(task.requirements, task.owner), candidates)
+            req = Request.from_requirements(task.requirements, task.owner, task.document)
+            advice = next_attempt(
+                routing_state.past_attempts(history.get(task.seq, [])), policy.retry
+            )
+            if advice.not_before > state.now:
+                self.store.release(task.id)  # backing off; a later turn places it
+                continue
+            if advice.avoid or not advice.preemptible_ok:
+                req = replace(
+                    req, avoid=advice.avoid, preemptible=req.preemptible and advice.preemptible_ok
+                )
+            placement = route(req, candidates, policy, budgets, state)
+            if placement.wait:
+                log.info("task %s waits: %s", task.id, placement.reason)
+                self.store.release(task.id)
+                continue
             if placement.target is None:
                 self._fail(task.id, placement.reason)
                 continue
+            state = routing_state.charge(
+                state, self.settings, req, placement.target, placement.est_cost_usd
+            )
             target = self.configs[placement.target]
             base = target.work_url or self.settings.effective_work_url
             placed.append((task, target.name, placement.reason, workspace.task_url(base, task.id)))
+            spot[task.id] = req.preemptible  # after a preemption the policy may say no
         attempts = self.store.place_many(placed)
         subs = []
         for (task, name, reason, work_url), attempt in zip(placed, attempts, strict=True):
@@ -292,7 +317,7 @@ class Broker:
             except OSError as err:
                 self._fail(task.id, f"could not write the work directory {work_url}: {err}")
                 continue
-            spec = self._job_spec(task, target, work_url, attempt.number)
+            spec = self._job_spec(task, target, work_url, attempt.number, spot.get(task.id, False))
             subs.append(_Submission(task, attempt, spec, reason))
         return subs
 
@@ -310,10 +335,20 @@ class Broker:
         workspace.write_task(work_url, _public_document(task), runtime)
 
     def _retries(self, task: TaskRow) -> int:
-        retries = task.requirements.retries
-        return self.settings.broker.max_retries if retries is None else retries
+        """Retries the task may use: its own, else the routing policy's, else the broker's."""
+        for value in (task.requirements.retries, self.settings.routing.retry.max_retries):
+            if value is not None:
+                return value
+        return self.settings.broker.max_retries
 
-    def _job_spec(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> JobSpec:
+    def _job_spec(
+        self,
+        task: TaskRow,
+        target: TargetConfig,
+        work_url: str,
+        n: int,
+        preemptible: bool | None = None,
+    ) -> JobSpec:
         req = task.requirements
         log_path = workspace.local_log_path(work_url, n, self.settings.data_dir / "logs" / task.id)
         return JobSpec(
@@ -335,7 +370,7 @@ class Broker:
                 account=req.account,
                 qos=req.qos,
                 constraint=req.constraint,
-                preemptible=req.preemptible,
+                preemptible=req.preemptible if preemptible is None else preemptible,
             ),
             env=dict(target.env),
             stdout_path=str(log_path),

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bridge.routing_policy import Budget, RoutingPolicy, TargetRouting
 from schedulers import registry
 
 ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud", "sandbox"]
@@ -51,6 +52,7 @@ class TargetConfig(BaseModel):
     cost_per_cpu_hour: float = Field(default=0.0, ge=0)
     allowed_users: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)  # for the backend's commands and jobs
+    routing: TargetRouting = Field(default_factory=lambda: TargetRouting())  # prices, burst, region
     work_url: str | None = None  # where this target's nodes see the work directory
     backend: Any = None
 
@@ -117,6 +119,8 @@ class Settings(BaseModel):
     )
     users: list[UserConfig] = Field(default_factory=list)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    routing: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
+    budgets: list[Budget] = Field(default_factory=list)
 
     @property
     def effective_database_url(self) -> str:

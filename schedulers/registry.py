@@ -44,6 +44,12 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "local": Kind("local", "schedulers.local_settings:LocalSettings", "schedulers.local", ""),
     "slurm": Kind("slurm", "schedulers.slurm_settings:SlurmSettings", "schedulers.slurm", "slurm"),
+    "dask": Kind(
+        "dask", "schedulers.dask_settings:DaskSettings", "schedulers.dask_cluster", "dask"
+    ),
+    "aws_batch": Kind(
+        "aws_batch", "schedulers.aws_batch_settings:AwsBatchSettings", "schedulers.aws_batch", "aws"
+    ),
 }
 
 
