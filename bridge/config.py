@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud"]
+ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud", "sandbox"]
 
 
 class ConfigError(ValueError):

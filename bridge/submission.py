@@ -21,7 +21,7 @@ SUPPORTED_BACKEND_PARAMETERS: dict[str, str] = {
     "gpus": "number of GPUs",
     "wall_time": "wall-time limit in seconds",
     "microarchitecture": "minimum CPU microarchitecture (archspec name)",
-    "container_runtime": "none, docker, podman or charliecloud",
+    "container_runtime": "none, docker, podman, charliecloud or sandbox",
     "max_retries": "retries after a system error or preemption",
 }
 
