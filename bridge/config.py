@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bridge.routing_policy import Budget, RoutingPolicy, TargetRouting
 from schedulers import registry
 
+# the agent's runtime names (bridge.agent.task.RUNTIME_NAMES; a test keeps them equal)
 ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud", "sandbox"]
 FusionMode = Literal["auto", "mount", "stage", "off"]
 

@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bridge.agent.task import RUNTIME_NAMES
 from bridge.tes import InvalidTask
 
-RUNTIMES = ("auto", "none", "docker", "podman", "charliecloud", "sandbox")
+RUNTIMES = RUNTIME_NAMES
 ENV_FORMATS = ("spack", "container")
 
 

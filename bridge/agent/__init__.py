@@ -4,7 +4,8 @@
 ``attempts/<N>/status.json`` (:mod:`.workdir`, shared with the broker).  One module per
 job: :mod:`.task` (the parts of the task the agent uses), :mod:`.paths` (container
 paths on the host), :mod:`.staging` (inputs in, outputs out, behind a ``Stager``
-Protocol), :mod:`.runtime` (none/docker/podman/charliecloud command lines),
+Protocol), :mod:`.runtime` (none/docker/podman/charliecloud/sandbox command lines),
+:mod:`.sandbox` (bubblewrap command lines), :mod:`.check` (what this node can run),
 :mod:`.executor` (one process), :mod:`.cancel` (SIGTERM → ``CANCELED``),
 :mod:`.status` (the status document and progress posts), :mod:`.attempt` (the steps
 in order), :mod:`.redact` (no credentials in logs).

@@ -40,7 +40,14 @@ from bridge.agent.executor import Streams, run_launch, tail
 from bridge.agent.fusion_io import FusionSession
 from bridge.agent.paths import PathMap, task_prefixes, uses_fusion
 from bridge.agent.redact import scrub, secret_values
-from bridge.agent.runtime import Launch, RuntimeKind, RuntimeSelector, container_name, plan_launch
+from bridge.agent.runtime import (
+    NONE_NOTE,
+    Launch,
+    RuntimeKind,
+    RuntimeSelector,
+    container_name,
+    plan_launch,
+)
 from bridge.agent.staging import CopyStager, Stager, prepare_layout, stage_inputs, upload_outputs
 from bridge.agent.status import TOKEN_ENV, ApiPoster, StatusReporter, api_token, now
 from bridge.agent.task import Executor, RuntimeSettings, Task, parse_runtime, parse_task
@@ -202,6 +209,7 @@ class Attempt:
                         f"executor {index}: image {ex.image!r} was not used (runtime none); "
                         f"container paths are mapped under {paths.root}"
                     )
+                self.reporter.log(f"executor {index}: {NONE_NOTE}")
             launch = plan_launch(
                 kind,
                 ex,
@@ -213,6 +221,8 @@ class Attempt:
             )
             for note in launch.notes:
                 self.reporter.log(f"executor {index}: {note}")
+            for directory in launch.make_dirs:
+                Path(directory).mkdir(parents=True, exist_ok=True)
             launches.append(launch)
         self.reporter.set_metadata(
             container_runtime=",".join(sorted({launch.runtime.value for launch in launches})),

@@ -3,6 +3,11 @@
 ::
 
     bridge-agent run <work-url> [--attempt N] [--keep-scratch]
+    bridge-agent check
+
+``check`` prints one JSON object saying which container runtimes (docker, podman,
+charliecloud, sandbox, none) and whether FUSE work on this node, and the agent version
+(see :mod:`bridge.agent.check`); it always exits 0.
 
 ``<work-url>`` is the task's work directory (a local path, ``file://`` URL or
 ``s3://bucket/prefix/``; see ``docs/workdir.md``).  The agent's own log goes to stderr,
@@ -18,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from bridge.agent.attempt import EXIT_CODES, run_attempt
 from bridge.agent.cancel import CancelToken
+from bridge.agent.check import node_report
 from bridge.agent.errors import WorkDirError
 from bridge.agent.workdir import WorkDir, agent_log_name, open_workdir
 from bridge.logs import setup_logging
@@ -64,11 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-scratch", action="store_true", help="keep the attempt's scratch directory"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub.add_parser("check", help="print which runtimes and whether FUSE work here (JSON)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check":
+        print(json.dumps(node_report(), indent=2, sort_keys=True))
+        return 0
     setup_logging(args.verbose, program="bridge-agent")
     token = CancelToken()
     token.install()

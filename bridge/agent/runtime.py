@@ -23,10 +23,17 @@
     directory: use images the attempt may modify, or pre-create the mount points).
     ``ch-run`` binds a file only onto an existing file, so an input file whose path
     the image lacks is exposed through its parent directory.
+``sandbox``
+    ``bwrap ... -- ARGV...`` (:mod:`bridge.agent.sandbox`): the executor runs on the
+    host's read-only root (or on the image, when it is a root file-system directory as
+    for charliecloud) in its own mount namespace, with every declared path bound at its
+    container path and a private ``/tmp``.  Nothing is rewritten, so paths inside
+    scripts and files work.  Needs bubblewrap and user namespaces (or root).
 ``auto``
     For each executor, the first of docker, podman, charliecloud that works here *and*
-    has the executor's image (present locally, or pulled for docker/podman); otherwise
-    ``none``.  Each rejection is reported as a system log line.
+    has the executor's image (present locally, or pulled for docker/podman); else
+    ``sandbox`` where bwrap can make one; otherwise ``none``.  The choice and each
+    rejection are reported as system log lines.
 
 Stdin/stdout/stderr redirection always happens on the host, on the runtime client's
 own streams, so the same code serves every runtime.  Everything here that decides
@@ -48,6 +55,7 @@ from pathlib import Path
 
 from bridge.agent.errors import RuntimeUnavailable
 from bridge.agent.paths import Bind, PathMap
+from bridge.agent.sandbox import RootDir, bwrap_argv, probe_argv
 from bridge.agent.task import Executor
 
 PROBE_TIMEOUT_S = 15.0
@@ -60,6 +68,21 @@ class RuntimeKind(enum.StrEnum):
     DOCKER = "docker"
     PODMAN = "podman"
     CHARLIECLOUD = "charliecloud"
+    SANDBOX = "sandbox"
+
+
+ENGINES = (RuntimeKind.DOCKER, RuntimeKind.PODMAN, RuntimeKind.CHARLIECLOUD)
+"""The runtimes that run an image, in the order ``auto`` tries them."""
+BINARIES = {
+    RuntimeKind.DOCKER: "docker",
+    RuntimeKind.PODMAN: "podman",
+    RuntimeKind.CHARLIECLOUD: "ch-run",
+    RuntimeKind.SANDBOX: "bwrap",
+}
+NONE_NOTE = (
+    "runtime none: container paths are rewritten in argv, env, workdir and stdio only; "
+    "paths inside files and scripts are not mapped"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,7 @@ class Launch:
     image_used: bool
     cleanup_argv: list[str] | None = None  # run when the executor is canceled
     notes: list[str] = field(default_factory=list)
+    make_dirs: list[str] = field(default_factory=list)  # host directories to create first
 
 
 def engine_prefix(kind: RuntimeKind, podman_runtime: str | None = "runc") -> list[str]:
@@ -160,6 +184,39 @@ def container_name(task_id: str, attempt: int, index: int) -> str:
     return f"bridge-{safe}-a{attempt}-e{index}-{os.getpid()}"
 
 
+def sandbox_launch(
+    ex: Executor, *, paths: PathMap, binds: Sequence[Bind], base_env: Mapping[str, str]
+) -> Launch:
+    """The ``sandbox`` launch: the image directory as ``/`` if there is one, else the
+    host's root.  ``TMPDIR`` of the agent is dropped (its ``/tmp`` is not the task's)."""
+    image_dir = charliecloud_image(ex.image, base_env) if ex.image else None
+    root = RootDir(image_dir or "/")
+    plan = bwrap_argv(
+        ex.command, root=root, paths=paths, wanted=[b.container for b in binds], workdir=ex.workdir
+    )
+    env = {k: v for k, v in base_env.items() if k != "TMPDIR"}
+    env.update(ex.env)
+    if image_dir is not None:
+        notes = [f"sandbox: image directory {image_dir} is the root file system"]
+    elif ex.image:
+        notes = [
+            f"sandbox: image {ex.image!r} is not a directory here; "
+            "the host's root file system is used, read-only"
+        ]
+    else:
+        notes = ["sandbox: the host's root file system is used, read-only"]
+    make_dirs = [b.host for b in plan.binds if not Path(b.host).exists()]
+    return Launch(
+        plan.argv,
+        env,
+        None,
+        RuntimeKind.SANDBOX,
+        image_used=image_dir is not None,
+        notes=notes,
+        make_dirs=make_dirs,
+    )
+
+
 def plan_launch(
     kind: RuntimeKind,
     ex: Executor,
@@ -171,7 +228,9 @@ def plan_launch(
     podman_runtime: str | None = "runc",
 ) -> Launch:
     """The :class:`Launch` of executor ``ex`` with runtime ``kind`` (pure but for
-    Charliecloud, which looks at the image directory)."""
+    Charliecloud and the sandbox, which look at the image directory or host root)."""
+    if kind is RuntimeKind.SANDBOX:
+        return sandbox_launch(ex, paths=paths, binds=binds, base_env=base_env)
     if kind is RuntimeKind.NONE:
         env = {**base_env, **{k: paths.rewrite(v) for k, v in ex.env.items()}}
         cwd = paths.host(ex.workdir) if ex.workdir else paths.root
@@ -246,13 +305,23 @@ class RuntimeSelector:
         self._probe = probe
         self._engine_ok: dict[RuntimeKind, str | None] = {}
 
-    def _engine_problem(self, kind: RuntimeKind) -> str | None:
-        """``None`` if the runtime can run containers here, else why not."""
+    def engine_problem(self, kind: RuntimeKind) -> str | None:
+        """``None`` if the runtime can run executors here, else why not."""
+        if kind is RuntimeKind.NONE:
+            return None
         if kind not in self._engine_ok:
             problem: str | None = None
-            binary = "ch-run" if kind is RuntimeKind.CHARLIECLOUD else kind.value
+            binary = BINARIES[kind]
             if self._which(binary) is None:
                 problem = f"{binary} is not installed"
+                if kind is RuntimeKind.SANDBOX:
+                    problem += " (Debian package bubblewrap)"
+            elif kind is RuntimeKind.SANDBOX:
+                if not self._probe(probe_argv(), PROBE_TIMEOUT_S):
+                    problem = (
+                        "bwrap cannot make a sandbox here (are unprivileged user "
+                        "namespaces disabled?)"
+                    )
             elif kind is not RuntimeKind.CHARLIECLOUD:
                 info = [*engine_prefix(kind, self.podman_runtime), "info"]
                 if not self._probe(info, PROBE_TIMEOUT_S):
@@ -280,18 +349,23 @@ class RuntimeSelector:
             return RuntimeKind.NONE, []
         if self.requested != "auto":
             kind = RuntimeKind(self.requested)
-            problem = self._engine_problem(kind)
+            problem = self.engine_problem(kind)
             if problem is None and kind is RuntimeKind.CHARLIECLOUD:
                 problem = self._image_problem(kind, image)
             if problem:
                 raise RuntimeUnavailable(f"container runtime {kind.value}: {problem}")
             return kind, []
         notes: list[str] = []
-        if not image:
-            return RuntimeKind.NONE, ["auto: the executor names no image"]
-        for kind in (RuntimeKind.DOCKER, RuntimeKind.PODMAN, RuntimeKind.CHARLIECLOUD):
-            problem = self._engine_problem(kind) or self._image_problem(kind, image)
-            if problem is None:
-                return kind, notes
-            notes.append(f"auto: {kind.value} not used: {problem}")
-        return RuntimeKind.NONE, notes
+        if image:
+            for kind in ENGINES:
+                problem = self.engine_problem(kind) or self._image_problem(kind, image)
+                if problem is None:
+                    return kind, [*notes, f"auto: {kind.value} chosen"]
+                notes.append(f"auto: {kind.value} not used: {problem}")
+        else:
+            notes.append("auto: the executor names no image; no container engine is needed")
+        problem = self.engine_problem(RuntimeKind.SANDBOX)
+        if problem is None:
+            return RuntimeKind.SANDBOX, [*notes, "auto: sandbox chosen"]
+        notes.append(f"auto: sandbox not used: {problem}")
+        return RuntimeKind.NONE, [*notes, "auto: none chosen"]

@@ -18,7 +18,7 @@ from typing import Any
 from bridge.agent.errors import TaskFileError
 
 WILDCARD_CHARS = frozenset("*?[")
-RUNTIME_NAMES = ("auto", "none", "docker", "podman", "charliecloud")
+RUNTIME_NAMES = ("auto", "none", "docker", "podman", "charliecloud", "sandbox")
 
 
 def has_wildcard(path: str) -> bool:

@@ -244,7 +244,10 @@ def test_auto_picks_the_first_runtime_with_the_image() -> None:
     kind, notes = selector.choose("img")
     assert kind is RuntimeKind.PODMAN
     assert "docker pull img" in host.calls  # docker tried to pull before giving up
-    assert notes == ["auto: docker not used: image 'img' is not present and could not be pulled"]
+    assert notes == [
+        "auto: docker not used: image 'img' is not present and could not be pulled",
+        "auto: podman chosen",
+    ]
     selector.choose("img")
     assert host.calls.count("docker info") == 1  # engine probes are cached
 
@@ -252,7 +255,8 @@ def test_auto_picks_the_first_runtime_with_the_image() -> None:
 def test_auto_falls_back_to_none_and_explicit_runtime_must_work() -> None:
     host = FakeHost({"docker"}, set())
     kind, notes = RuntimeSelector("auto", which=host.which, probe=host.probe).choose("img")
-    assert kind is RuntimeKind.NONE and len(notes) == 3
+    assert kind is RuntimeKind.NONE and len(notes) == 5
+    assert notes[3] == "auto: sandbox not used: bwrap is not installed (Debian package bubblewrap)"
     with pytest.raises(RuntimeUnavailable, match="docker engine is not reachable"):
         RuntimeSelector("docker", which=host.which, probe=host.probe).choose("img")
     with pytest.raises(RuntimeUnavailable, match="podman is not installed"):

@@ -3,19 +3,28 @@
 Each backend's test module subclasses :class:`BackendConformance` and provides the
 ``backend`` fixture (an async fixture, run by anyio on asyncio); the tests here then run
 against that backend unchanged.  Jobs are tiny shell commands writing into
-``workdir``, which every backend here shares with the test.
+``workdir``, which every backend here shares with the test.  The agent tests run
+``bridge-agent`` as the job, once per container runtime (``none``, and ``sandbox``
+where bubblewrap works), so each backend is checked with the runtimes tasks use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from schedulers.base import Backend, JobSpec, JobState, JobStatus, Resources
+
+AGENT = str(Path(sys.executable).with_name("bridge-agent"))
+AGENT_RUNTIMES = ["none", pytest.param("sandbox", marks=pytest.mark.sandbox)]
 
 
 async def wait_finished(
@@ -43,6 +52,42 @@ def spec(workdir: Path, name: str, script: str, **resources: object) -> JobSpec:
         stdout_path=str(workdir / f"{name}.out"),
         stderr_path=str(workdir / f"{name}.err"),
     )
+
+
+def agent_spec(workdir: Path, name: str, runtime: str, task: dict[str, object]) -> JobSpec:
+    """A job running ``bridge-agent`` on a task written to ``workdir/name``."""
+    if runtime == "sandbox" and shutil.which("bwrap") is None:
+        pytest.skip("bwrap not found (Debian package bubblewrap; scripts/test installs it)")
+    taskdir = workdir / name
+    taskdir.mkdir()
+    doc = {"task": task, "runtime": {"container_runtime": runtime}}
+    (taskdir / "task.json").write_text(json.dumps(doc))
+    return JobSpec(
+        name=name,
+        argv=[AGENT, "run", str(taskdir)],
+        workdir=str(workdir),
+        env={"BRIDGE_SCRATCH_DIR": str(workdir / "scratch")},
+        stdout_path=str(workdir / f"{name}.out"),
+        stderr_path=str(workdir / f"{name}.err"),
+    )
+
+
+def agent_status(workdir: Path, name: str) -> dict[str, object]:
+    path = workdir / name / "attempts" / "1" / "status.json"
+    doc: dict[str, object] = json.loads(path.read_text())
+    return doc
+
+
+def processes_named(marker: str) -> list[int]:
+    """Processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.anyio
@@ -94,6 +139,63 @@ class BackendConformance:
         assert info.healthy, info.detail
         assert info.cpus and info.cpus >= 1
         assert info.microarchitecture  # an archspec name such as x86_64_v3
+
+    @pytest.mark.parametrize("runtime", AGENT_RUNTIMES)
+    async def test_an_agent_task_runs_in_each_runtime(
+        self, backend: Backend, workdir: Path, runtime: str
+    ) -> None:
+        task = {
+            "id": f"conformance-{runtime}",
+            "inputs": [{"path": "/data/in.txt", "content": "from the input\n"}],
+            "outputs": [{"path": "/out/r.txt", "url": str(workdir / "r.txt")}],
+            "executors": [
+                {
+                    "image": "alpine",
+                    "command": ["sh", "-c", "cat in.txt > /out/r.txt && echo ok"],
+                    "workdir": "/data",
+                }
+            ],
+        }
+        job = await backend.submit(agent_spec(workdir, "agent", runtime, task))
+        states = await wait_finished(backend, [job])
+        err = (workdir / "agent.err").read_text() if (workdir / "agent.err").exists() else ""
+        assert states[job].state is JobState.COMPLETED, (states, err)
+        status = agent_status(workdir, "agent")
+        assert status["state"] == "COMPLETE", status
+        assert status["metadata"]["container_runtime"] == runtime  # type: ignore[index]
+        assert (workdir / "r.txt").read_text() == "from the input\n"
+
+    @pytest.mark.parametrize("runtime", AGENT_RUNTIMES)
+    async def test_cancel_stops_an_agent_task_and_its_processes(
+        self, backend: Backend, workdir: Path, runtime: str
+    ) -> None:
+        marker = f"conformance-{uuid.uuid4().hex[:12]}"
+        # runtime none can only signal the executor's process group; a sandbox also
+        # ends processes that left it (its PID namespace dies with it)
+        leaver = "setsid " if runtime == "sandbox" else ""
+        script = f"sh -c 'sleep 300' {marker} & {leaver}sh -c 'sleep 300' {marker} & wait"
+        task = {"id": "cancel", "executors": [{"image": "alpine", "command": ["sh", "-c", script]}]}
+        job = await backend.submit(agent_spec(workdir, "agent", runtime, task))
+        deadline = time.monotonic() + 90
+        while len([p for p in processes_named(marker) if self._is_task_process(p)]) < 2:
+            assert time.monotonic() < deadline, "the task's processes did not start"
+            await asyncio.sleep(0.2)
+        await backend.cancel([job])
+        states = await wait_finished(backend, [job], timeout=60)
+        assert states[job].state in (JobState.CANCELLED, JobState.FAILED), states
+        deadline = time.monotonic() + 60
+        while [p for p in processes_named(marker) if self._is_task_process(p)]:
+            assert time.monotonic() < deadline, "processes of the canceled task are left"
+            await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _is_task_process(pid: int) -> bool:
+        """A ``sh -c 'sleep 300' <marker>`` of the task (not bwrap or the outer shell)."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return argv[:3] == [b"sh", b"-c", b"sleep 300"]
 
     def unknown_job_id(self) -> str:
         return "999999999"
