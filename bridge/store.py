@@ -395,59 +395,22 @@ class TaskStore:
             for r in rows
         ]
 
-    def transition(
-        self, task_id: str, to: State, reason: str = "", *, allow_same: bool = True, **fields: Any
-    ) -> bool:
-        """Move a task to ``to``; return False if it was already there.
+    def transition(self, task_id: str, to: State, reason: str = "") -> bool:
+        """Move one task to ``to``; ``False`` if it was already there.
 
-        Raises :class:`InvalidTransition` if the table forbids the change.
+        The same rule as :meth:`transition_many` (one table, one writer); for a single
+        task a refused change is an error: :class:`InvalidTransition`, or
+        :class:`TaskNotFound`.
         """
         with self.engine.begin() as conn:
-            return self._transition(conn, task_id, to, reason, allow_same, fields)
-
-    def _transition(
-        self,
-        conn: Connection,
-        task_id: str,
-        to: State,
-        reason: str,
-        allow_same: bool,
-        fields: dict[str, Any],
-    ) -> bool:
-        query = select(T.c.seq, T.c.state).where(T.c.id == task_id)
-        if self._postgres:
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+            if self._transition_many(conn, to, [(task_id, reason)]):
+                return True
+            row = conn.execute(select(T.c.state).where(T.c.id == task_id)).first()
         if row is None:
             raise TaskNotFound(task_id)
-        current = State(row.state)
-        if current == to:
-            if not allow_same:
-                raise InvalidTransition(task_id, current, to)
-            if fields:
-                conn.execute(update(T).where(T.c.seq == row.seq).values(**fields))
+        if State(row.state) == to:
             return False
-        if not can_transition(current, to):
-            raise InvalidTransition(task_id, current, to)
-        now = utcnow()
-        values = {"state": to.value, "updated_time": now, **fields}
-        if to in TERMINAL:
-            values.update(lease_owner=None, lease_expires=None)
-        done = conn.execute(
-            update(T).where(and_(T.c.seq == row.seq, T.c.state == current.value)).values(**values)
-        ).rowcount
-        if not done:  # somebody else changed it between our read and write
-            raise InvalidTransition(task_id, current, to)
-        conn.execute(
-            insert(EVENTS).values(
-                task_seq=row.seq,
-                at=now,
-                from_state=current.value,
-                to_state=to.value,
-                reason=reason[:4000],
-            )
-        )
-        return True
+        raise InvalidTransition(task_id, State(row.state), to)
 
     def transition_many(self, to: State, items: Sequence[tuple[str, str]]) -> list[str]:
         """Move many tasks to ``to`` in one transaction; ``items`` are ``(task_id, reason)``.

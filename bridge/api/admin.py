@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,9 +19,12 @@ router = APIRouter(prefix="/api")
 async def task_events(task_id: str, request: Request) -> JSONResponse:
     caller = caller_for(request, request.app.state.settings)
     store: TaskStore = request.app.state.store
-    store.get(task_id, caller.owner_filter)  # 404 unless visible to the caller
-    events: list[dict[str, Any]] = [{**e, "at": rfc3339(e["at"])} for e in store.events(task_id)]
-    return JSONResponse(events)
+
+    def read() -> list[dict[str, Any]]:
+        store.get(task_id, caller.owner_filter)  # 404 unless visible to the caller
+        return [{**e, "at": rfc3339(e["at"])} for e in store.events(task_id)]
+
+    return JSONResponse(await asyncio.to_thread(read))
 
 
 @router.get("/targets")
@@ -29,7 +33,7 @@ async def targets(request: Request) -> JSONResponse:
     store: TaskStore = request.app.state.store
     configured = {t.name: t for t in request.app.state.settings.targets}
     out = []
-    for row in store.targets():
+    for row in await asyncio.to_thread(store.targets):
         cfg = configured.get(row["name"])
         out.append(
             {

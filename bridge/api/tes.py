@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -124,13 +125,17 @@ async def list_tasks(request: Request) -> Response:
         page_token=params.get("page_token") or None,
     )
     store = _store(request)
-    if view == View.MINIMAL:
-        pairs, token = store.list_minimal(query)
-        tasks = [minimal(i, s) for i, s in pairs]
-    else:
+
+    def read() -> tuple[list[dict[str, Any]], str | None]:
+        if view == View.MINIMAL:
+            pairs, token = store.list_minimal(query)
+            return [minimal(i, s) for i, s in pairs], token
         rows, token = store.list_full(query)
         attempts = store.attempts_for(r.seq for r in rows)
-        tasks = [task_view(r, attempts[r.seq], view) for r in rows]
+        return [task_view(r, attempts[r.seq], view) for r in rows], token
+
+    # Reads run off the event loop: a slow query must not hold up POSTs and the broker.
+    tasks, token = await asyncio.to_thread(read)
     body: dict[str, Any] = {"tasks": tasks}
     if token:
         body["next_page_token"] = token
@@ -142,15 +147,19 @@ async def get_task(task_id: str, request: Request) -> Response:
     caller = caller_for(request, request.app.state.settings)
     view = _view(request)
     store = _store(request)
-    row = store.get(task_id, caller.owner_filter)
-    if view == View.MINIMAL:
-        return _json(minimal(row.id, row.state.value))
-    return _json(task_view(row, store.attempts_for([row.seq])[row.seq], view))
+
+    def read() -> dict[str, Any]:
+        row = store.get(task_id, caller.owner_filter)
+        if view == View.MINIMAL:
+            return minimal(row.id, row.state.value)
+        return task_view(row, store.attempts_for([row.seq])[row.seq], view)
+
+    return _json(await asyncio.to_thread(read))
 
 
 @router.post("/tasks/{task_id}:cancel")
 async def cancel_task(task_id: str, request: Request) -> Response:
     caller = caller_for(request, request.app.state.settings)
-    _store(request).request_cancel(task_id, caller.owner_filter)
+    await asyncio.to_thread(_store(request).request_cancel, task_id, caller.owner_filter)
     request.app.state.wake_broker()
     return _json({})
