@@ -1,32 +1,22 @@
-"""The one place the agent talks to boto3.
+"""The agent's object store: Fusion's, so a node has one S3 layer.
 
-boto3 is imported lazily (it costs ~0.3 s), so a task with only local files never pays
-for it.  Credentials, region and endpoint come from the standard AWS variables
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
-``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``) or any other
-source boto3 knows; the agent never reads or logs them itself.  ``AWS_S3_ADDRESSING_STYLE``
-(``auto``/``path``/``virtual``) helps with S3-compatible servers on plain host names.
-
-S3 error codes become builtin ``OSError`` subclasses through one table, like s3fs does,
-so callers catch ``FileNotFoundError`` and ``PermissionError`` without knowing boto.
+One client configuration (credentials, endpoint, region, connection pool, retries and
+addressing style, from the standard AWS variables and ``FUSION_S3_*``), built by
+:class:`fusion.s3_store.S3ObjectStore`, and one table from S3 error codes to errors
+(:func:`fusion.errors.translate_store_error`: ``NoSuchKey`` is a
+``FileNotFoundError``, ``AccessDenied`` a ``PermissionError``, ...), whether a file is
+staged by copy, read through a mount or written to the work directory.  boto3 is
+imported lazily (it costs ~0.3 s), so a task with only local files never pays for it.
+The agent never reads or logs credentials itself.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
-_ERRNO_TABLE: dict[str, type[OSError]] = {
-    "NoSuchKey": FileNotFoundError,
-    "NoSuchBucket": FileNotFoundError,
-    "404": FileNotFoundError,
-    "NotFound": FileNotFoundError,
-    "AccessDenied": PermissionError,
-    "403": PermissionError,
-    "InvalidAccessKeyId": PermissionError,
-    "SignatureDoesNotMatch": PermissionError,
-}
+from fusion.errors import translate_store_error
+from fusion.s3_store import S3ObjectStore
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -40,30 +30,19 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def s3_client() -> Any:
-    """A shared S3 client configured from the environment."""
-    import boto3
-    from botocore.config import Config
+def object_store() -> S3ObjectStore:
+    """The node's one object store, configured from the environment."""
+    return S3ObjectStore.from_env()
 
-    s3_options: Any = {"addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE", "auto")}
-    config = Config(
-        s3=s3_options,
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=10,
-        read_timeout=60,
-    )
-    return boto3.session.Session().client("s3", config=config)
+
+def s3_client() -> Any:
+    """The boto3 client of :func:`object_store` (for transfers it does not wrap)."""
+    return object_store().client
 
 
 def map_s3_error(err: Exception, what: str) -> OSError:
-    """Translate a botocore error into a builtin ``OSError`` naming ``what``."""
-    code = ""
-    response = getattr(err, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-    cls = _ERRNO_TABLE.get(code, OSError)
-    detail = f"{code}: {err}" if code else str(err)
-    return cls(f"{what}: {detail}")
+    """Translate a botocore error into a typed ``OSError`` naming ``what``."""
+    return translate_store_error(err, what)
 
 
 def is_s3_error(err: BaseException) -> bool:

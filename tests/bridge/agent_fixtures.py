@@ -123,13 +123,13 @@ def moto_s3() -> Iterator[S3Service]:
 @pytest.fixture
 def s3_env(moto_s3: S3Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Service]:
     """The moto server, with this process's environment pointing boto3 at it."""
-    from bridge.agent.s3 import s3_client
+    from bridge.agent.s3 import object_store
 
     for name, value in moto_s3.env.items():
         monkeypatch.setenv(name, value)
-    s3_client.cache_clear()
+    object_store.cache_clear()
     yield moto_s3
-    s3_client.cache_clear()  # no client bound to this server outlives the test
+    object_store.cache_clear()  # no client bound to this server outlives the test
 
 
 def agent_env(tmp_path: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -117,4 +117,4 @@ def test_missing_s3_input_is_a_system_error(s3_env: S3Service, tmp_path: Path) -
     assert status is not None and status["state"] == "SYSTEM_ERROR"
     (line,) = status["system_logs"]
     assert line.startswith("input /data/x from s3://work2/nope.txt could not be fetched")
-    assert "FileNotFoundError" in line
+    assert "ObjectNotFound" in line and "NoSuchKey" in line  # FileNotFoundError, typed
