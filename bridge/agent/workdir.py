@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -94,7 +94,9 @@ class LocalWorkDir:
     def read_bytes(self, name: str) -> bytes:
         return self.local_path(name).read_bytes()
 
-    def write_bytes(self, name: str, data: bytes) -> None:
+    def _publish(self, name: str, data: bytes, place: Callable[[str, Path], None]) -> None:
+        """Write ``data`` to a temporary file beside ``name``, then ``place`` it (a rename
+        or a hard link): a reader never sees a half-written file."""
         target = self.local_path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -102,29 +104,20 @@ class LocalWorkDir:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def create_exclusive(self, name: str, data: bytes) -> bool:
-        # Write a temporary file, then hard-link it into place: the link fails if the
-        # name exists, and a reader never sees a half-written file.
-        target = self.local_path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.link(tmp, target)
-            return True
-        except FileExistsError:
-            return False
+            place(tmp, target)
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp)  # gone already after a rename
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._publish(name, data, os.replace)
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        try:
+            self._publish(name, data, os.link)  # the link fails if the name exists
+        except FileExistsError:
+            return False
+        return True
 
     def put_file(self, name: str, source: Path) -> None:
         target = self.local_path(name)
