@@ -27,10 +27,10 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from bridge import workspace
+from bridge import metrics, workspace
 from bridge.config import Settings, TargetConfig
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
@@ -130,15 +130,18 @@ class Broker:
     async def probe_targets(self) -> None:
         self._last_probe = time.monotonic()
         for name, backend in self.backends.items():
+            probe_started = time.monotonic()
             try:
                 info = await asyncio.wait_for(backend.probe(), 30)
             except (SchedulerError, OSError, TimeoutError) as err:
+                metrics.BACKEND_ERRORS.labels(name, "probe").inc()
                 info = TargetInfo(
                     name=name,
                     kind=self.configs[name].kind,
                     healthy=False,
                     detail=str(err) or type(err).__name__,
                 )
+            metrics.PROBE_SECONDS.labels(name).observe(time.monotonic() - probe_started)
             self.infos[name] = info
             await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
@@ -174,6 +177,9 @@ class Broker:
         placed: list[tuple[TaskRow, str, str, str]] = []
         for task in tasks:
             placement = route(Request.from_document(task.document, task.owner), candidates)
+            metrics.PLACEMENTS.labels(
+                placement.target or "", metrics.placement_kind(placement.reason)
+            ).inc()
             if placement.target is None:
                 self._fail(task.id, placement.reason)
                 continue
@@ -262,6 +268,7 @@ class Broker:
                     await asyncio.to_thread(self._requeue, sub)
                     return
                 except (SchedulerError, OSError) as err:
+                    metrics.BACKEND_ERRORS.labels(target, "submit").inc()
                     await asyncio.to_thread(
                         self._fail, sub.task.id, f"{target} refused the job: {err}"
                     )
@@ -284,6 +291,7 @@ class Broker:
                 await asyncio.to_thread(self._requeue, sub)
             return
         except (SchedulerError, OSError) as err:
+            metrics.BACKEND_ERRORS.labels(target, "submit").inc()
             answers = [err] * len(subs)
         done = []
         for sub, answer in zip(subs, answers, strict=True):
@@ -296,6 +304,10 @@ class Broker:
         await asyncio.to_thread(self._submitted_all, done)
 
     def _submitted_all(self, pairs: Sequence[tuple[_Submission, str]]) -> None:
+        now = datetime.now(UTC)
+        for sub, _ in pairs:
+            wait = (now - sub.task.creation_time).total_seconds()
+            metrics.QUEUE_WAIT.labels(sub.attempt.target).observe(max(0.0, wait))
         self.store.record_submissions(
             [
                 (sub.attempt, sub.task.id, job_id, f"placed on {sub.reason}; job {job_id}")
@@ -357,6 +369,7 @@ class Broker:
             try:
                 states = await backend.status(ids)
             except (SchedulerError, OSError) as err:
+                metrics.BACKEND_ERRORS.labels(target, "status").inc()
                 log.warning("cannot read job states from %s: %s", target, err)
                 continue
             out.update({(target, job_id): st for job_id, st in states.items()})
@@ -421,6 +434,8 @@ class Broker:
         self, task: TaskRow, attempt: AttemptRow, state: State, reason: str, changes: Changes
     ) -> None:
         self._status_seen.pop(attempt.id, None)
+        metrics.FINISHES.labels(state.value, attempt.target).inc()
+        metrics.record_fusion(attempt.target, attempt.status)
         changes.finished.append(attempt.id)
         changes.move(task.id, state, reason)
 
