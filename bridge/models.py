@@ -22,7 +22,8 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_owner_seq", "owner", "seq"),
         Index("ix_tasks_lease", "state", "lease_expires"),
         Index("ix_tasks_state_updated", "state", "updated_time"),
-        Index("ix_tasks_target_state", "target", "state"),
+        Index("ix_tasks_state_target", "state", "target"),
+        Index("ix_tasks_owner_state_updated", "owner", "state", "updated_time"),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
