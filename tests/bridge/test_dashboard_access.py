@@ -269,3 +269,22 @@ def test_admin_pages_render_and_users_get_403(world: dict[str, Any]) -> None:
     assert outside.status_code == 400 and outside.json()["field"] == "path"
     bad = client.get("/tasks?state=NOPE", headers=root)
     assert bad.status_code == 400 and bad.json()["field"] == "state"
+
+
+def test_builds_page_shows_an_environment_builds_table_when_there_is_one(
+    world: dict[str, Any],
+) -> None:
+    from sqlalchemy import text
+
+    client: TestClient = world["client"]
+    root = {"Authorization": f"Bearer {world['tokens']['root']}", "Accept": "text/html"}
+    with world["store"].engine.begin() as conn:
+        conn.execute(
+            text("CREATE TABLE env_builds (id INTEGER PRIMARY KEY, spec TEXT, state TEXT)")
+        )
+        conn.execute(
+            text("INSERT INTO env_builds (id, spec, state) VALUES (1, 'samtools@1.19', 'done')")
+        )
+    page = client.get("/builds", headers=root)
+    assert page.status_code == 200
+    assert "samtools@1.19" in page.text and "no environment builds table" not in page.text

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.accounts import Accounts
 from bridge.cli import main
@@ -75,6 +76,29 @@ def test_report_is_one_self_contained_file_with_usage_and_failures(
     match = re.search(r"CPU ([0-9.]+) s · peak RSS ([0-9.]+) MiB", page.text)
     assert match is not None, page.text[-2000:]
     assert float(match.group(1)) > 0 and float(match.group(2)) >= 50
+
+    # the broker counted what it did (process-wide counters: at least these tasks)
+    scraped = httpx.get(
+        f"{live['url']}/metrics", headers={"Authorization": f"Bearer {live['token']}"}
+    ).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+    }
+    assert (
+        samples[("bridge_task_finishes_total", (("state", "COMPLETE"), ("target", "local")))] >= 1
+    )
+    assert (
+        samples[("bridge_task_finishes_total", (("state", "EXECUTOR_ERROR"), ("target", "local")))]
+        >= 1
+    )
+    assert (
+        samples[("bridge_placement_decisions_total", (("kind", "only_fit"), ("target", "local")))]
+        >= 2
+    )
+    assert samples[("bridge_queue_wait_seconds_count", (("target", "local"),))] >= 2
+    assert samples[("bridge_probe_seconds_count", (("target", "local"),))] >= 1
 
     out = tmp_path / "report.html"
     monkeypatch.setenv("BRIDGE_TOKEN", live["token"])
