@@ -10,6 +10,7 @@ Database reads run in worker threads (``asyncio.to_thread``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections import defaultdict
 from datetime import datetime
@@ -35,6 +36,7 @@ from bridge.dashboard.session import (
     csrf_ok,
     new_csrf,
 )
+from bridge.router import Request as Requirements
 from bridge.states import State
 from bridge.store import TaskNotFound, TaskStore, utcnow
 from bridge.views import rfc3339
@@ -381,10 +383,7 @@ async def task_page(task_id: str, request: Request) -> Response:
         raise TaskNotFound(task_id)
     detail, events = found
     doc = detail.document
-    requirements = {
-        "resources": doc.get("resources") or {},
-        "backend_parameters": (doc.get("resources") or {}).get("backend_parameters") or {},
-    }
+    requirements = _requirements(doc, detail.line.owner)
     attempts = []
     for a in detail.attempts:
         attempts.append(
@@ -414,6 +413,20 @@ async def task_page(task_id: str, request: Request) -> Response:
         live=detail.line.state in ACTIVE_STATES,
         rfc3339=rfc3339,
     )
+
+
+def _requirements(doc: dict[str, Any], owner: str) -> dict[str, Any]:
+    """What the router read from the task (defaults filled in), then the raw parameters."""
+    try:
+        resolved = dataclasses.asdict(Requirements.from_document(doc, owner))
+    except (TypeError, ValueError):  # a document the router would refuse as well
+        resolved = {}
+    resolved.pop("owner", None)
+    resources = doc.get("resources") or {}
+    return {
+        "resolved": resolved,
+        "backend_parameters": resources.get("backend_parameters") or {},
+    }
 
 
 @router.post("/tasks/{task_id}/cancel")
