@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge import routing_state, workspace
+from bridge import metrics, routing_state, workspace
 from bridge.attempts import (
     AGENT_FINAL,
     Decision,
@@ -142,15 +142,18 @@ class Broker:
     async def probe_targets(self) -> None:
         self._last_probe = time.monotonic()
         for name, backend in self.backends.items():
+            probe_started = time.monotonic()
             try:
                 info = await asyncio.wait_for(backend.probe(), 30)
             except (SchedulerError, OSError, TimeoutError) as err:
+                metrics.BACKEND_ERRORS.labels(name, "probe").inc()
                 info = TargetInfo(
                     name=name,
                     kind=self.configs[name].kind,
                     healthy=False,
                     detail=str(err) or type(err).__name__,
                 )
+            metrics.PROBE_SECONDS.labels(name).observe(time.monotonic() - probe_started)
             self.infos[name] = info
             await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
@@ -294,6 +297,9 @@ class Broker:
                     req, avoid=advice.avoid, preemptible=req.preemptible and advice.preemptible_ok
                 )
             placement = route(req, candidates, policy, budgets, state)
+            metrics.PLACEMENTS.labels(
+                placement.target or "", metrics.placement_kind(placement.reason)
+            ).inc()
             if placement.wait:
                 log.info("task %s waits: %s", task.id, placement.reason)
                 self.store.release(task.id)
@@ -410,6 +416,7 @@ class Broker:
                     self._outcome_unknown(target, [sub], err)
                     return
                 except (SchedulerError, OSError) as err:
+                    metrics.BACKEND_ERRORS.labels(target, "submit").inc()
                     await asyncio.to_thread(
                         self._fail, sub.task.id, f"{target} refused the job: {err}"
                     )
@@ -435,6 +442,7 @@ class Broker:
             self._outcome_unknown(target, subs, err)
             return
         except (SchedulerError, OSError) as err:
+            metrics.BACKEND_ERRORS.labels(target, "submit").inc()
             answers = [err] * len(subs)
         done = []
         for sub, answer in zip(subs, answers, strict=True):
@@ -451,6 +459,10 @@ class Broker:
         await asyncio.to_thread(self._submitted_all, done)
 
     def _submitted_all(self, pairs: Sequence[tuple[_Submission, str]]) -> None:
+        now = datetime.now(UTC)
+        for sub, _ in pairs:
+            wait = (now - sub.task.creation_time).total_seconds()
+            metrics.QUEUE_WAIT.labels(sub.attempt.target).observe(max(0.0, wait))
         self.store.record_submissions(
             [
                 (sub.attempt, sub.task.id, job_id, f"placed on {sub.reason}; job {job_id}")
@@ -519,6 +531,7 @@ class Broker:
             try:
                 states = await backend.status(ids)
             except (SchedulerError, OSError) as err:
+                metrics.BACKEND_ERRORS.labels(target, "status").inc()
                 log.warning("cannot read job states from %s: %s", target, err)
                 continue
             out.update({(target, job_id): st for job_id, st in states.items()})
@@ -575,6 +588,8 @@ class Broker:
         if decision.verdict == Verdict.STARTED and decision.state is not None:
             changes.move(task.id, decision.state, decision.reason)
         elif decision.verdict in (Verdict.FINISH, Verdict.RETRY) and decision.state is not None:
+            metrics.FINISHES.labels(decision.state.value, attempt.target).inc()
+            metrics.record_fusion(attempt.target, attempt.status)
             self._ended_without_report.pop(task.id, None)
             self._status_seen.pop(attempt.id, None)
             changes.finished.append((attempt.id, decision.outcome))
@@ -584,6 +599,8 @@ class Broker:
         self, task: TaskRow, attempt: AttemptRow, state: State, reason: str, changes: Changes
     ) -> None:
         self._status_seen.pop(attempt.id, None)
+        metrics.FINISHES.labels(state.value, attempt.target).inc()
+        metrics.record_fusion(attempt.target, attempt.status)
         changes.finished.append((attempt.id, state.value))
         changes.move(task.id, state, reason)
 

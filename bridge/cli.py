@@ -206,6 +206,11 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from bridge.api.auth import new_token
 
+    if not args.name:
+        from bridge.cli_admin import local_admin_token
+
+        return local_admin_token(_settings(args))
+
     token, digest = new_token()
     print(f"token for {args.name}: {token}")
     print("add to bridge.toml:")
@@ -277,10 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote-dir", default="~/.local/share/converged-bridge/agent")
     p.set_defaults(func=cmd_targets)
 
-    p = sub.add_parser("token", help="make an API token for a user")
-    p.add_argument("name")
+    p = sub.add_parser("token", help="the local admin token, or a config token for a user")
+    with_settings(p)
+    p.add_argument("name", nargs="?")
     p.add_argument("--admin", action="store_true")
     p.set_defaults(func=cmd_token)
+
+    from bridge.cli_admin import register
+
+    register(sub, with_settings, _settings)
     return parser
 
 

@@ -21,6 +21,9 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_state_seq", "state", "seq"),
         Index("ix_tasks_owner_seq", "owner", "seq"),
         Index("ix_tasks_lease", "state", "lease_expires"),
+        Index("ix_tasks_state_updated", "state", "updated_time"),
+        Index("ix_tasks_state_target", "state", "target"),
+        Index("ix_tasks_owner_state_updated", "owner", "state", "updated_time"),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -92,3 +95,27 @@ class Target(SQLModel, table=True):
     kind: str = Field(max_length=32)
     info: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     updated_time: datetime
+
+
+class User(SQLModel, table=True):
+    """A person who may call the API or log in to the dashboard."""
+
+    __tablename__ = "users"
+
+    name: str = Field(primary_key=True, max_length=128)
+    role: str = Field(default="user", max_length=16)  # "admin" or "user"
+    created_time: datetime
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of a user, kept only as its SHA-256 digest."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_name: str = Field(foreign_key="users.name", index=True, max_length=128)
+    token_sha256: str = Field(index=True, unique=True, max_length=64)
+    label: str = Field(default="", max_length=256)
+    created_time: datetime
+    expires_time: datetime | None = None
+    revoked: bool = Field(default=False)

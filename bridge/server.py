@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bridge import workspace
+from bridge.accounts import Accounts
 from bridge.api.app import create_app
 from bridge.broker import Broker
 from bridge.config import Settings
@@ -52,9 +53,26 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str = "warning")
 
 
 def serve(settings: Settings) -> None:
-    app, _, _ = build(settings)
+    app, store, _ = build(settings)
+    _announce_access(settings, store)
     log.info("serving TES at http://%s:%d/ga4gh/tes/v1", settings.host, settings.port)
     uvicorn.Server(uvicorn_config(app, settings)).run()
+
+
+def _announce_access(settings: Settings, store: TaskStore) -> None:
+    """With no user anywhere, a loopback server stays open (the embedded default); one
+    reachable from other machines gets a local admin whose token is printed once."""
+    if settings.users:
+        return
+    accounts = Accounts(store.engine)
+    if accounts.any_user():
+        return
+    if settings.host in ("127.0.0.1", "localhost", "::1"):
+        log.info("no users: open to local callers; `bridge token` makes a local admin token")
+        return
+    token = accounts.ensure_local_admin()
+    if token:
+        print(f"local admin token (shown once): {token}", flush=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -249,12 +249,14 @@ class Attempt:
         err = paths.host(ex.stderr) if ex.stderr else targets["stderr"][0]
         streams = Streams(stdin=paths.host(ex.stdin) if ex.stdin else None, stdout=out, stderr=err)
         problem = ""
+        usage: dict[str, Any] = {}
         try:
-            code = run_launch(launch, streams, self.token)
+            code = run_launch(launch, streams, self.token, usage=usage)
         except StagingError as failure:  # stdin missing: the executor's input is wrong
             code, problem = 1, str(failure)
             self.reporter.log(f"executor {index}: {problem}")
         entry.update(exit_code=code, end_time=now(), stdout=tail(out), stderr=problem or tail(err))
+        entry.update(usage)  # peak_rss_bytes, cpu_time_s
         with self.token.critical():
             for stream, host in (("stdout", out), ("stderr", err)):
                 target, upload = targets[stream]

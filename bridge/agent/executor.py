@@ -10,18 +10,25 @@ in the executor, mapped to the host) or else the attempt's
 Exit codes follow the shell: a process killed by a signal reports ``128 + signal``; a
 program that cannot be found reports 127 and one that cannot be executed 126, with the
 reason written to its stderr file (that is the executor's failure, not the node's).
+
+The process is reaped with :func:`os.wait4`, which hands back its resource usage:
+peak resident set size and CPU time (user + system) go into ``usage`` for the
+task's report.  Under a container runtime whose client detaches from the workload
+(docker, podman) these figures are the client's, not the container's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bridge.agent.cancel import KILL_GRACE_S, CancelToken, signal_group
 from bridge.agent.errors import StagingError
@@ -81,14 +88,50 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def usage_of(ru: resource.struct_rusage) -> dict[str, Any]:
+    """Peak RSS (bytes; Linux reports KiB) and CPU seconds of a reaped process."""
+    return {
+        "peak_rss_bytes": int(ru.ru_maxrss) * 1024,
+        "cpu_time_s": round(ru.ru_utime + ru.ru_stime, 3),
+    }
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout: float, usage: dict[str, Any]) -> int | None:
+    """Wait up to ``timeout`` for ``proc``; its return code, or None if still running.
+
+    Polls ``wait4(WNOHANG)`` rather than ``Popen.wait`` so the kernel's accounting of
+    the child is not lost when it is reaped.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: no accounting left to read
+            return proc.wait(timeout=timeout)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            usage.update(usage_of(ru))
+            return proc.returncode
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
 def run_launch(
-    launch: Launch, streams: Streams, token: CancelToken, *, grace_s: float = KILL_GRACE_S
+    launch: Launch,
+    streams: Streams,
+    token: CancelToken,
+    *,
+    grace_s: float = KILL_GRACE_S,
+    usage: dict[str, Any] | None = None,
 ) -> int:
     """Run one executor to completion (or cancellation) and return its exit code.
 
     On cancellation the process group gets SIGTERM, then SIGKILL after ``grace_s``;
-    the exit code is returned and the caller raises via ``token.check()``.
+    the exit code is returned and the caller raises via ``token.check()``.  When
+    ``usage`` is given it receives ``peak_rss_bytes`` and ``cpu_time_s``.
     """
+    usage = {} if usage is None else usage
     with _open_streams(streams) as (fin, fout, ferr):
         with token.critical():
             try:
@@ -111,17 +154,17 @@ def run_launch(
         try:
             deadline: float | None = None
             while True:
-                try:
-                    returncode = proc.wait(timeout=POLL_S)
+                reaped = _reap(proc, POLL_S, usage)
+                if reaped is not None:
+                    returncode = reaped
                     break
-                except subprocess.TimeoutExpired:
-                    if not token.requested:
-                        continue
-                    if deadline is None:
-                        signal_group(proc, signal.SIGTERM)
-                        deadline = time.monotonic() + grace_s
-                    elif time.monotonic() > deadline:
-                        signal_group(proc, signal.SIGKILL)
+                if not token.requested:
+                    continue
+                if deadline is None:
+                    signal_group(proc, signal.SIGTERM)
+                    deadline = time.monotonic() + grace_s
+                elif time.monotonic() > deadline:
+                    signal_group(proc, signal.SIGKILL)
         finally:
             token.process = None
     if token.requested:

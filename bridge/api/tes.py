@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from bridge import __version__
+from bridge import __version__, metrics
 from bridge.api.auth import caller_for
 from bridge.api.errors import BadRequest, BodyTooLarge
 from bridge.requirements import accepted_parameters
@@ -72,6 +72,7 @@ async def create_task(request: Request) -> Response:
     body = await _read_body(request)
     doc = task_document(parse_task(body))
     task_id = await request.app.state.writer.create(doc, caller.name)
+    metrics.SUBMISSIONS.inc()
     request.app.state.wake_broker()
     return _json({"id": task_id})
 
