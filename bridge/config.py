@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schedulers.aws_batch_settings import AwsBatchSettings
+
 ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud"]
 
 
@@ -62,11 +64,14 @@ class TargetConfig(BaseModel):
     job_queue: str | None = None
     job_definition: str | None = None
     endpoint_url: str | None = None
+    aws_batch: AwsBatchSettings | None = None  # [targets.aws_batch] for kind "aws_batch"
 
     @property
     def batches_arrays(self) -> bool:
         """Whether tasks arriving together go to the backend as one array job."""
-        return self.kind == "slurm" if self.array_batching is None else self.array_batching
+        if self.array_batching is not None:
+            return self.array_batching
+        return self.kind in ("slurm", "aws_batch")
 
 
 class UserConfig(BaseModel):

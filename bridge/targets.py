@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.config import ConfigError, TargetConfig
+from bridge.config import ConfigError, Settings, TargetConfig
 from schedulers.base import Backend
 from schedulers.transport import CommandRunner, LocalRunner
 
@@ -49,7 +49,31 @@ def make_backend(cfg: TargetConfig) -> Backend:
             account=cfg.account,
             qos=cfg.qos,
         )
+    if cfg.kind == "aws_batch":
+        from schedulers import aws_batch
+
+        if cfg.aws_batch is None:
+            raise ConfigError(
+                f"target {cfg.name}: kind 'aws_batch' needs a [targets.aws_batch] table"
+            )
+        return aws_batch.create(cfg.name, cfg.aws_batch)
     raise ConfigError(f"target {cfg.name}: kind {cfg.kind!r} is not available in this version")
+
+
+def check_work_urls(settings: Settings) -> None:
+    """Refuse a path ``work_url`` for a target whose nodes see work only through object
+    storage (its backend module declares ``object_store_workdir``)."""
+    for cfg in settings.targets:
+        if cfg.kind != "aws_batch":  # the only kind that declares it so far
+            continue
+        from schedulers.aws_batch import CAPABILITIES
+
+        url = cfg.work_url or settings.effective_work_url
+        if CAPABILITIES.object_store_workdir and not url.startswith("s3://"):
+            raise ConfigError(
+                f"target {cfg.name}: work_url must be an s3:// URL (its nodes reach the work "
+                f"directory only through object storage), not {url!r}"
+            )
 
 
 def make_backends(targets: list[TargetConfig]) -> dict[str, Backend]:
