@@ -19,11 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from schedulers.aws_batch_jobs import (
+    container_properties,
+    content_key,
+    job_name,
+    node_argv,
+    plan_arrays,
+    queue_capacity,
+)
 from schedulers.aws_batch_parse import (
     CANCEL_REASON,
     ELEMENT_SCRIPT,
@@ -32,7 +39,6 @@ from schedulers.aws_batch_parse import (
     element_names,
     estimate_wait,
     job_status,
-    microarchitecture,
 )
 from schedulers.aws_batch_settings import AwsBatchSettings
 from schedulers.base import Capabilities, JobSpec, JobState, JobStatus, Resources, TargetInfo
@@ -42,25 +48,12 @@ CAPABILITIES = Capabilities(
     native_arrays=True, submit_many=False, gpus=True, object_store_workdir=True, adopt_by_name=True
 )
 ARRAY_PREFIX = "bridge-array-"
-_UNAVAILABLE_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "ServiceUnavailable",
-    "ServerException",
-}
-# Runs the job's argv in its workdir with its output files (used when the workdir is
-# on a node mount); values are positional arguments, never part of the script.
-_IN_WORKDIR = 'cd "$1" || exit 1; out=$2; err=$3; shift 3; exec "$@" >>"$out" 2>>"$err"'
+_COUNTED = ("RUNNABLE", "RUNNING")
+_UNAVAILABLE = {"Throttling", "ThrottlingException", "TooManyRequestsException", "ServerException"}
 
 
 def create(name: str, settings: AwsBatchSettings) -> AwsBatchBackend:
     return AwsBatchBackend(name, settings)
-
-
-def job_name(name: str) -> str:
-    """A Batch-valid job name (letters, digits, ``-``, ``_``; 128 at most)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", name)[:128]
 
 
 class AwsBatchBackend:
@@ -88,7 +81,7 @@ class AwsBatchBackend:
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in _UNAVAILABLE_CODES or status >= 500:
+            if code in _UNAVAILABLE or status >= 500:
                 raise BackendUnavailable(f"AWS Batch {method}: {err}") from err
             raise SubmitError(f"AWS Batch {method} refused: {err}") from err
         except BotoCoreError as err:  # no connection, timeouts, bad endpoint
@@ -96,37 +89,9 @@ class AwsBatchBackend:
 
     # -- job definitions ----------------------------------------------------------
 
-    def _container(self, res: Resources) -> dict[str, Any]:
-        s = self.settings
-        requirements = [
-            {"type": "VCPU", "value": str(max(1, res.cpus))},
-            {"type": "MEMORY", "value": str(res.memory_mb or s.default_memory_mb)},
-        ]
-        if res.gpus:
-            requirements.append({"type": "GPU", "value": str(res.gpus)})
-        paths = [s.scratch_dir, *s.node_mounts, *([s.docker_socket] if s.docker_socket else [])]
-        mounts = {f"mount{i}": p for i, p in enumerate(dict.fromkeys(paths))}
-        env = [{"name": "BRIDGE_SCRATCH_DIR", "value": s.scratch_dir}]
-        if s.docker_socket:
-            env.append({"name": "DOCKER_HOST", "value": f"unix://{s.docker_socket}"})
-        container: dict[str, Any] = {
-            "image": s.image,
-            "command": ["true"],
-            "resourceRequirements": requirements,
-            "volumes": [{"name": k, "host": {"sourcePath": p}} for k, p in mounts.items()],
-            "mountPoints": [
-                {"sourceVolume": k, "containerPath": p, "readOnly": False}
-                for k, p in mounts.items()
-            ],
-            "environment": env,
-        }
-        if s.job_role_arn:
-            container["jobRoleArn"] = s.job_role_arn
-        return container
-
     async def _definition(self, res: Resources) -> str:
-        container = self._container(res)
-        key = hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:24]
+        container = container_properties(self.settings, res)
+        key = content_key(container)
         async with self._lock:
             if key in self._definitions:
                 return self._definitions[key]
@@ -155,13 +120,7 @@ class AwsBatchBackend:
         return spot if res.preemptible and spot else self.settings.job_queue
 
     def _node_argv(self, spec: JobSpec) -> list[str]:
-        """The argv, run in its workdir when that directory is on a node mount."""
-        mounts = [m.rstrip("/") + "/" for m in self.settings.node_mounts]
-        if not any((spec.workdir.rstrip("/") + "/").startswith(m) for m in mounts):
-            return list(spec.argv)
-        out = spec.stdout_path or "/dev/stdout"
-        err = spec.stderr_path or "/dev/stderr"
-        return ["sh", "-c", _IN_WORKDIR, "bridge-job", spec.workdir, out, err, *spec.argv]
+        return node_argv(spec, self.settings.node_mounts)
 
     async def _submit_job(
         self, name: str, res: Resources, command: list[str], env: Mapping[str, str], size: int = 0
@@ -207,24 +166,11 @@ class AwsBatchBackend:
         return answers
 
     def _chunks(self, specs: Sequence[JobSpec], members: list[int]) -> list[list[int]]:
-        """Members split into arrays within the size and environment budgets."""
-        chunks: list[list[int]] = []
-        current: list[int] = []
-        for i in members:
-            try:
-                self._array_env(specs, [i])
-            except ValueError:  # an argv that cannot be one line: a job of its own
-                chunks.append([i])
-                continue
-            trial = [*current, i]
-            if len(trial) > self.settings.max_array_size or (
-                len(trial) > 1
-                and self._array_env(specs, trial).size_bytes > self.settings.max_array_env_bytes
-            ):
-                chunks.append(current)
-                trial = [i]
-            current = trial
-        return [*chunks, current] if current else chunks
+        argvs = [self._node_argv(specs[i]) for i in members]
+        names = [job_name(specs[i].name) for i in members]
+        s = self.settings
+        plan = plan_arrays(argvs, names, s.max_array_size, s.max_array_env_bytes)
+        return [[members[k] for k in chunk] for chunk in plan]
 
     def _array_env(self, specs: Sequence[JobSpec], members: list[int]) -> ArrayEnvironment:
         return array_environment(
@@ -262,17 +208,12 @@ class AwsBatchBackend:
             job = found.get(job_id)
             if job is None:
                 out[job_id] = JobStatus(
-                    JobState.LOST, reason=f"AWS Batch has no record of job {job_id}"
+                    JobState.LOST, reason=f"AWS Batch has no record of {job_id}"
                 )
                 continue
             status = job_status(job, self.settings.image)
             if status.state is JobState.CANCELLED and job_id not in self._cancelled:
-                status = JobStatus(
-                    status.state,
-                    status.exit_code,
-                    f"terminated outside the broker: {status.reason}",
-                    status.native_state,
-                )
+                status = replace(status, reason=f"terminated outside the broker: {status.reason}")
             out[job_id] = status
         return out
 
@@ -302,12 +243,14 @@ class AwsBatchBackend:
                         found.setdefault(wanted[name], f"{array_id}:{index}")
         return found
 
-    async def _list(self, queue: str, name: str) -> list[dict[str, Any]]:
+    async def _list(self, queue: str, name: str = "", state: str = "") -> list[dict[str, Any]]:
+        """``list_jobs`` on a queue, every page, by name filter or by state."""
         jobs: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "jobQueue": queue,
-            "filters": [{"name": "JOB_NAME", "values": [name]}],
-        }
+        kwargs: dict[str, Any] = {"jobQueue": queue}
+        if name:
+            kwargs["filters"] = [{"name": "JOB_NAME", "values": [name]}]
+        else:
+            kwargs["jobStatus"] = state
         while True:
             page = await self._call("list_jobs", **kwargs)
             jobs += page.get("jobSummaryList", [])
@@ -320,72 +263,32 @@ class AwsBatchBackend:
             dict.fromkeys(q for q in (self.settings.job_queue, self.settings.spot_job_queue) if q)
         )
 
-    async def _count(self, queue: str, state: str) -> int:
-        count, kwargs = 0, {"jobQueue": queue, "jobStatus": state}
-        while True:
-            page = await self._call("list_jobs", **kwargs)
-            count += len(page.get("jobSummaryList", []))
-            if not page.get("nextToken"):
-                return count
-            kwargs["nextToken"] = page["nextToken"]
-
     async def probe(self) -> TargetInfo:
-        queues = (await self._call("describe_job_queues", jobQueues=self._queues())).get(
-            "jobQueues", []
+        wanted = self._queues()
+        queues = (await self._call("describe_job_queues", jobQueues=wanted))["jobQueues"]
+        names = queue_capacity(wanted, queues, None, self.settings).compute_environments
+        envs = await self._call("describe_compute_environments", computeEnvironments=names)
+        # (no names: Batch would describe every environment of the account)
+        cap = queue_capacity(
+            wanted, queues, envs["computeEnvironments"] if names else [], self.settings
         )
-        problems = [
-            f"queue {q} not found"
-            for q in self._queues()
-            if q not in {x["jobQueueName"] for x in queues}
-        ]
-        problems += [
-            f"queue {q['jobQueueName']} is {q.get('state')}/{q.get('status')}"
-            for q in queues
-            if q.get("state") != "ENABLED" or q.get("status") != "VALID"
-        ]
-        envs = [
-            e["computeEnvironment"] for q in queues for e in q.get("computeEnvironmentOrder", [])
-        ]
-        described = (
-            (await self._call("describe_compute_environments", computeEnvironments=envs)).get(
-                "computeEnvironments", []
-            )
-            if envs
-            else []
-        )
-        usable = [
-            e for e in described if e.get("state") == "ENABLED" and e.get("status") == "VALID"
-        ]
-        if not usable:
-            problems.append("no enabled and valid compute environment")
-        max_vcpus = sum(int((e.get("computeResources") or {}).get("maxvCpus", 0)) for e in usable)
-        types = [
-            t for e in usable for t in (e.get("computeResources") or {}).get("instanceTypes", [])
-        ]
-        arch = self.settings.microarchitecture or microarchitecture(
-            types, self.settings.microarchitecture_table()
-        )
-        main = self.settings.job_queue
-        runnable, running = await asyncio.gather(
-            self._count(main, "RUNNABLE"), self._count(main, "RUNNING")
-        )
-        wait = estimate_wait(
-            runnable, running, max_vcpus, 1.0, self.settings.typical_job_s, self.settings.startup_s
-        )
-        detail = [
-            f"queues {', '.join(self._queues())}: {runnable} runnable, {running} running; max {max_vcpus} vCPUs",
-            *problems,
-        ]
+        main, runnable, running = self.settings.job_queue, 0, 0
+        if main in {q["jobQueueName"] for q in queues}:
+            lists = await asyncio.gather(*(self._list(main, state=w) for w in _COUNTED))
+            runnable, running = (len(jobs) for jobs in lists)
+        s = self.settings
+        wait = estimate_wait(runnable, running, cap.max_vcpus, 1.0, s.typical_job_s, s.startup_s)
+        detail = f"{main}: {runnable} runnable, {running} running; max {cap.max_vcpus} vCPUs"
         return TargetInfo(
             name=self.name,
             kind="aws_batch",
-            healthy=not problems,
-            microarchitecture=arch,
-            cpus=max_vcpus or None,
-            partitions=tuple(self._queues()),
+            healthy=not cap.problems,
+            microarchitecture=cap.microarchitecture,
+            cpus=cap.max_vcpus or None,
+            partitions=tuple(wanted),
             pending_jobs=runnable,
-            queue_wait_s=wait if wait != float("inf") else 86400.0,
-            detail="; ".join(detail),
+            queue_wait_s=min(wait, 86400.0),
+            detail="; ".join([detail, *cap.problems]),
         )
 
     async def close(self) -> None:
