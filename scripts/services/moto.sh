@@ -10,6 +10,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 home="$repo/.services/moto"
 moto="$repo/.venv/bin/moto_server"
+"$repo/scripts/apt-ensure" curl
 mkdir -p "$home"
 exec 9>"$home/.lock"
 flock 9
