@@ -74,7 +74,7 @@ class AwsBatchBackend:
         self._cancelled: set[str] = set()
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             return await asyncio.to_thread(getattr(self.client, method), **kwargs)
@@ -84,6 +84,8 @@ class AwsBatchBackend:
             if code in _UNAVAILABLE or status >= 500:
                 raise BackendUnavailable(f"AWS Batch {method}: {err}") from err
             raise SubmitError(f"AWS Batch {method} refused: {err}") from err
+        except NoCredentialsError as err:  # waiting would not help
+            raise SubmitError(f"AWS Batch {method}: no AWS credentials configured") from err
         except BotoCoreError as err:  # no connection, timeouts, bad endpoint
             raise BackendUnavailable(f"AWS Batch {method}: {err}") from err
 
