@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bridge.agent.s3 import s3_client
 from bridge.agent_image import RECIPE, build_agent_image
 from bridge.client import BridgeClient
 from bridge.config import Settings, TargetConfig
@@ -57,7 +58,10 @@ def agent_image() -> str:
 
 
 def test_a_task_runs_in_its_own_image_and_moves_data_through_s3(
-    tmp_path: Path, agent_image: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    agent_image: str,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     dockers = docker_env()
     url = moto_url("MOTO_DOCKER_URL")
@@ -69,6 +73,8 @@ def test_a_task_runs_in_its_own_image_and_moves_data_through_s3(
     }
     for key, value in aws.items():
         monkeypatch.setenv(key, value)
+    s3_client.cache_clear()  # the broker's S3 client is made from these variables
+    request.addfinalizer(s3_client.cache_clear)
     bucket = f"bridge-e2e-{uuid.uuid4().hex[:10]}"
     s3 = client("s3", url)
     s3.create_bucket(Bucket=bucket)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bridge import server as server_module
+from bridge.agent.s3 import s3_client
 from bridge.client import BridgeClient
 from bridge.config import ConfigError, Settings, TargetConfig
 from bridge.server import free_port, serve_in_thread
@@ -34,7 +35,7 @@ AGENT = str(Path(sys.executable).with_name("bridge-agent"))
 
 
 @pytest.fixture
-def batch_env(monkeypatch: pytest.MonkeyPatch) -> BatchEnvironment:
+def batch_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchEnvironment]:
     url = moto_url()
     for key, value in {
         "AWS_ENDPOINT_URL": url,
@@ -43,7 +44,9 @@ def batch_env(monkeypatch: pytest.MonkeyPatch) -> BatchEnvironment:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
-    return make_environment(url)
+    s3_client.cache_clear()  # the broker's S3 client is made from these variables
+    yield make_environment(url)
+    s3_client.cache_clear()
 
 
 def batch_settings(tmp_path: Path, env: BatchEnvironment) -> Settings:
