@@ -120,10 +120,14 @@ class FakeNode:
 
     def _run(self, job_id: str, command: list[str], env: dict[str, str]) -> None:
         full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **env}
-        result = subprocess.run(
-            command, env=full, capture_output=True, text=True, timeout=120, check=False
-        )
-        if result.returncode:
-            print(f"fake node: {job_id} exit {result.returncode}: {result.stderr[-2000:]}")
+        try:
+            result = subprocess.run(
+                command, env=full, capture_output=True, text=True, timeout=600, check=False
+            )
+            code, err = result.returncode, result.stderr
+        except (OSError, subprocess.SubprocessError) as error:  # the job fails, visibly
+            code, err = 125, str(error)
+        if code:
+            print(f"fake node: {job_id} exit {code}: {err[-2000:]}")
         with self.lock:
-            self.finished[job_id] = result.returncode
+            self.finished[job_id] = code
