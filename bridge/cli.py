@@ -172,6 +172,14 @@ def _bootstrap(args: argparse.Namespace) -> int:
     target = next((t for t in settings.targets if t.name == args.name), None)
     if target is None:
         raise SystemExit(f"no target named {args.name!r} in the configuration")
+    if target.kind == "aws_batch":
+        from bridge.agent_image import build_agent_image
+
+        batch = target.backend
+        built = build_agent_image(batch.image, args.base_image, push=bool(batch.registry))
+        print(f"agent image for {target.name}: {built['image']} ({built['size_bytes']} bytes)")
+        print("pushed" if built["pushed"] else "built locally (no registry configured)")
+        return 0
     if target.kind != "slurm":
         raise SystemExit(
             f"target {target.name} is {target.kind}: bootstrap installs on Slurm login nodes"
@@ -280,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "bootstrap"], default="list")
     p.add_argument("name", nargs="?")
     p.add_argument("--remote-dir", default="~/.local/share/converged-bridge/agent")
+    p.add_argument(
+        "--base-image",
+        default=os.environ.get("BRIDGE_BASE_IMAGE", "bridge-base:bookworm"),
+        help="Debian bookworm image the AWS Batch agent image is built from",
+    )
     p.set_defaults(func=cmd_targets)
 
     p = sub.add_parser("token", help="the local admin token, or a config token for a user")

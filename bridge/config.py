@@ -64,6 +64,11 @@ class TargetConfig(BaseModel):
             return data
         common = {k: v for k, v in data.items() if k in cls.model_fields}
         own = {k: v for k, v in data.items() if k not in cls.model_fields}
+        nested = own.pop(str(data["kind"]), None)  # [targets.<kind>] is accepted too
+        if isinstance(nested, BaseModel) and not own:
+            return {**common, "backend": nested}
+        if isinstance(nested, dict):
+            own = {**nested, **own}
         if isinstance(data.get("backend"), BaseModel):
             return data
         try:

@@ -20,12 +20,13 @@ from bridge.broker import Broker
 from bridge.config import Settings
 from bridge.db import make_engine, upgrade
 from bridge.store import TaskStore
-from bridge.targets import make_backends
+from bridge.targets import check_work_urls, make_backends
 
 log = logging.getLogger(__name__)
 
 
 def build(settings: Settings, with_broker: bool = True) -> tuple[FastAPI, TaskStore, Broker | None]:
+    check_work_urls(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     workspace.prepare_base(settings.effective_work_url)
     engine = make_engine(settings.effective_database_url)

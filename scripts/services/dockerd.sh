@@ -15,6 +15,10 @@ export DOCKER_HOST="unix://$sock"
 "$repo/scripts/apt-ensure" docker.io debootstrap
 
 mkdir -p "$home"
+# Several worktrees run this script at once: one at a time, or a second run would
+# see a half-built root (debootstrap has /proc mounted in it) and import that.
+exec 9>"$home/.lock"
+flock 9
 if ! docker version >/dev/null 2>&1; then
     setsid dockerd --data-root "$home/data" --exec-root "$home/exec" -H "$DOCKER_HOST" \
         --pidfile "$home/dockerd.pid" --iptables=false --ip6tables=false --bridge=none \
@@ -32,16 +36,20 @@ fi
 
 if ! docker image inspect "$image" >/dev/null 2>&1; then
     rootfs="$home/rootfs-bookworm"
-    if [ ! -x "$rootfs/bin/sh" ]; then
+    if [ ! -f "$rootfs/.complete" ]; then
         mirror="$(awk '/^deb / && /debian/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)"
         if [ -z "$mirror" ]; then
             mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)"
         fi
         echo "dockerd.sh: building a minbase Debian root from ${mirror:-deb.debian.org}" >&2
-        rm -rf "$rootfs"
-        debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >"$home/debootstrap.log" 2>&1
+        partial="$rootfs.partial"
+        rm -rf "$partial" "$rootfs"
+        debootstrap --variant=minbase bookworm "$partial" "${mirror:-http://deb.debian.org/debian}" >"$home/debootstrap.log" 2>&1
+        touch "$partial/.complete"
+        mv "$partial" "$rootfs"
     fi
-    tar -C "$rootfs" --one-file-system --exclude=./proc/* --exclude=./sys/* -c . | docker import - "$image" >/dev/null
+    tar -C "$rootfs" --one-file-system --exclude=./.complete --exclude=./proc/* --exclude=./sys/* -c . \
+        | docker import - "$image" >/dev/null
 fi
 
 cat >"$repo/.services/docker.env" <<ENV

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
-from bridge.agent.s3 import s3_client
+from bridge.agent.s3 import object_store
 from bridge.api.app import create_app
 from bridge.config import Settings
 from bridge.db import make_engine, upgrade
@@ -62,11 +62,11 @@ def moto_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
-    s3_client.cache_clear()  # the shared client must see this server
+    object_store.cache_clear()  # the shared client must see this server
     try:
         yield endpoint
     finally:
-        s3_client.cache_clear()
+        object_store.cache_clear()
         server.stop()
 
 
