@@ -30,17 +30,18 @@ async def start_local(settings: LocalClusterSettings | None) -> tuple[Any, tuple
     cpus = max(s.threads_per_worker, len(os.sched_getaffinity(0)) // s.n_workers)
     total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
     memory_mb = s.memory_mb or max(1, total_mb // s.n_workers)
+    # worker processes talk TCP on loopback; thread workers share this process
+    where: dict[str, Any] = {"host": "127.0.0.1", "scheduler_port": 0} if s.processes else {}
     cluster = await LocalCluster(
         n_workers=s.n_workers,
         threads_per_worker=s.threads_per_worker,
         processes=s.processes,
         memory_limit=f"{memory_mb}MiB",
         resources={"cpus": cpus, "memory_mb": memory_mb},
-        host="127.0.0.1",
-        scheduler_port=0,
         dashboard_address=":0",
         scheduler_kwargs={"allowed_failures": 0},
         asynchronous=True,
+        **where,
     )
     return cluster, (cpus, memory_mb)
 

@@ -171,6 +171,10 @@ def run_job(
                 break
             except subprocess.TimeoutExpired:
                 pass
+            with _jobs_lock:  # cancelled between the check above and its registration
+                if key in _refused and job.term_sent_at is None:
+                    job.term_sent_at = time.monotonic()
+                    kill_tree(proc.pid, signal.SIGTERM)
             overdue = job.term_sent_at is not None and (
                 time.monotonic() - job.term_sent_at > kill_grace_s
             )
@@ -224,6 +228,8 @@ def job_states(keys: Sequence[str], dask_scheduler: Any) -> dict[str, tuple[str,
         if ts.state == "erred":
             blame = ts.exception_blame or ts
             text = str(getattr(blame, "exception_text", "") or "")
+            if not text and ts.suspicious:  # the scheduler sets no text for this one
+                text = f"KilledWorker: {ts.suspicious} worker(s) died while running it"
         out[key] = (str(ts.state), text)
     return out
 
@@ -274,11 +280,16 @@ def summary(prefix: str, dask_scheduler: Any) -> dict[str, Any]:
                 "nthreads": ws.nthreads,
                 "memory_limit": ws.memory_limit,
                 "resources": dict(ws.resources),
-                "executing": len(getattr(ws, "executing", ()) or ()),
+                "executing": len(ws.executing),
             }
             for addr, ws in dask_scheduler.workers.items()
         },
-        "waiting": sum(states.get(s, 0) for s in ("released", "waiting", "queued", "no-worker")),
-        "processing": states.get("processing", 0),
+        # a task sent to a worker waits there until it has the resources it asks for
+        "waiting": sum(states.get(s, 0) for s in ("released", "waiting", "queued", "no-worker"))
+        + sum(
+            max(0, len(ws.processing) - len(ws.executing))  # executing lags a heartbeat
+            for ws in dask_scheduler.workers.values()
+        ),
+        "processing": sum(len(ws.executing) for ws in dask_scheduler.workers.values()),
         "mean_duration_s": sum(means) / len(means) if means else -1.0,
     }
