@@ -142,6 +142,14 @@ class Broker:
             self.infos[name] = info
             await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
+    async def _unhealthy(self, name: str, detail: str) -> None:
+        """A target that stopped answering takes no new tasks until a probe succeeds
+        (probed again on the next reconcile pass)."""
+        info = TargetInfo(name=name, kind=self.configs[name].kind, healthy=False, detail=detail)
+        self.infos[name] = info
+        self._last_probe = 0.0
+        await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
+
     # -- dispatch -------------------------------------------------------------------
 
     async def dispatch(self) -> None:
@@ -209,7 +217,7 @@ class Broker:
         wall = _param(task, "wall_time")
         log_path = workspace.local_log_path(work_url, n, self.settings.data_dir / "logs" / task.id)
         return JobSpec(
-            name=f"bridge-{task.id[:12]}",
+            name=f"bridge-{task.id}-{n}",  # one per attempt: backends find jobs by name
             argv=[
                 *workspace.agent_command(target.agent_command),
                 "run",
@@ -358,6 +366,7 @@ class Broker:
                 states = await backend.status(ids)
             except (SchedulerError, OSError) as err:
                 log.warning("cannot read job states from %s: %s", target, err)
+                await self._unhealthy(target, f"job states unreadable: {err}")
                 continue
             out.update({(target, job_id): st for job_id, st in states.items()})
         return out

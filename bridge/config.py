@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schedulers.dask_settings import DaskSettings
+
 ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud"]
 
 
@@ -58,6 +60,7 @@ class TargetConfig(BaseModel):
     array_batching: bool | None = None  # default: on for Slurm (native job arrays)
     work_url: str | None = None  # where this target's nodes see the work directory
     # dask / aws_batch
+    dask: DaskSettings | None = None  # a scheduler address, a local cluster or Slurm workers
     address: str | None = None
     job_queue: str | None = None
     job_definition: str | None = None

@@ -49,6 +49,18 @@ def make_backend(cfg: TargetConfig) -> Backend:
             account=cfg.account,
             qos=cfg.qos,
         )
+    if cfg.kind == "dask":
+        from schedulers.dask_settings import DaskSettings
+
+        try:
+            from schedulers.dask_cluster import create
+        except ImportError as err:
+            raise ConfigError(
+                f"target {cfg.name}: the Dask backend needs distributed: "
+                "pip install 'converged-bridge[dask]'"
+            ) from err
+        settings = cfg.dask or DaskSettings(address=cfg.address)
+        return create(cfg.name, settings)
     raise ConfigError(f"target {cfg.name}: kind {cfg.kind!r} is not available in this version")
 
 
