@@ -38,7 +38,7 @@ class SlurmClusterSettings(BaseModel):
     walltime: str = "01:00:00"
     cores: int = Field(default=1, ge=1)  # per worker job
     memory_mb: int = Field(default=1024, ge=1)  # per worker job
-    host: str = "127.0.0.1"  # where the scheduler listens (the workers must reach it)
+    host: str | None = None  # where the scheduler listens (workers must reach it)
     worker_host: str | None = None  # address workers bind to (``--host``)
     python: str | None = None  # the workers' interpreter; default: the broker's
     job_script_prologue: list[str] = Field(default_factory=list)

@@ -66,7 +66,10 @@ async def start_slurm(settings: SlurmClusterSettings) -> Any:
         python=settings.python or sys.executable,
         job_script_prologue=settings.job_script_prologue,
         worker_extra_args=extra,
-        scheduler_options={**SCHEDULER_OPTIONS, "host": settings.host},
+        scheduler_options={
+            **SCHEDULER_OPTIONS,
+            **({"host": settings.host} if settings.host else {}),
+        },
         asynchronous=True,
     )
     cluster.adapt(minimum=settings.min_workers, maximum=settings.max_workers)

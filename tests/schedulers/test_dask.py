@@ -226,6 +226,7 @@ async def test_slurm_cluster_runs_a_job_on_a_worker_started_by_slurm(workdir: Pa
         cores=1,
         memory_mb=512,
         walltime="00:10:00",
+        host="127.0.0.1",
         worker_host="127.0.0.1",
         slurm_conf=env["SLURM_CONF"],
     )
