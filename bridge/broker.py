@@ -143,11 +143,9 @@ class Broker:
             await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
     async def _unhealthy(self, name: str, detail: str) -> None:
-        """A target that stopped answering takes no new tasks until a probe succeeds
-        (probed again on the next reconcile pass)."""
+        """A target that stopped answering takes no new tasks until a probe succeeds."""
         info = TargetInfo(name=name, kind=self.configs[name].kind, healthy=False, detail=detail)
         self.infos[name] = info
-        self._last_probe = 0.0
         await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
     # -- dispatch -------------------------------------------------------------------

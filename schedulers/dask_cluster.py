@@ -29,53 +29,18 @@ from typing import Any, TypeVar
 from schedulers import dask_worker as remote
 from schedulers.base import Capabilities, JobSpec, JobState, JobStatus, TargetInfo
 from schedulers.dask_settings import DaskSettings
+from schedulers.dask_states import PENDING, job_status, most_generic
 from schedulers.errors import BackendUnavailable, SubmitError
 
 CAPABILITIES = Capabilities(submit_many=True, adopt_by_name=True)
 NAME_PREFIX = "bridge-"  # finished jobs with this prefix are forgotten beyond KEEP_FINISHED
 KEEP_FINISHED = 10_000
 CLUSTER_START_S = 120.0
-_PENDING = {"released", "waiting", "queued", "no-worker"}
 T = TypeVar("T")
 
 
 def create(name: str, settings: DaskSettings) -> DaskBackend:
     return DaskBackend(name, settings)
-
-
-def job_status(state: str | None, text: str, cancelled: bool) -> JobStatus:
-    """One job's state from the scheduler's task state (``None``: unknown there)."""
-    if state is None or state == "forgotten":
-        if cancelled:
-            return JobStatus(JobState.CANCELLED, reason="cancelled before it started")
-        return JobStatus(JobState.LOST, reason="the Dask scheduler does not know this job")
-    if state == "memory":
-        return JobStatus(JobState.COMPLETED, 0, native_state=state)
-    if state == "processing":
-        return JobStatus(JobState.RUNNING, native_state=state)
-    if state in _PENDING:
-        return JobStatus(JobState.PENDING, native_state=state)
-    if state != "erred":
-        return JobStatus(JobState.UNKNOWN, native_state=state)
-    parsed = remote.parse_exit(text)
-    if parsed is not None:
-        code, by_cancel = parsed
-        if by_cancel:
-            return JobStatus(JobState.CANCELLED, code, reason="cancelled", native_state=state)
-        if code == 0:
-            return JobStatus(JobState.COMPLETED, 0, native_state="exited")
-        return JobStatus(JobState.FAILED, code, reason=f"exit code {code}", native_state=state)
-    if "KilledWorker" in text:
-        return JobStatus(JobState.LOST, reason=f"its worker died: {text}", native_state=state)
-    return JobStatus(JobState.FAILED, reason=text or "the task failed", native_state=state)
-
-
-def most_generic(names: Sequence[str]) -> str | None:
-    """The microarchitecture every worker can run: the one with the fewest ancestors."""
-    import archspec.cpu
-
-    known = [n for n in names if n in archspec.cpu.TARGETS]
-    return min(known, key=lambda n: len(archspec.cpu.TARGETS[n].ancestors), default=None)
 
 
 class DaskBackend:
@@ -88,6 +53,7 @@ class DaskBackend:
         self._cluster: Any = None
         self._lock = asyncio.Lock()
         self._answered_at = time.monotonic()
+        self._retry_at = 0.0  # no new connection before this (monotonic) time
         self._cancelled: set[str] = set()
         self._arch: dict[str, str] = {}  # worker address -> archspec name
         self._largest: tuple[int, int] | None = None  # most cpus / memory_mb of one worker
@@ -102,6 +68,11 @@ class DaskBackend:
         async with self._lock:
             if self._client is not None and self._client.status == "running":
                 return self._client
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:  # fail fast between attempts: callers must not hang on it
+                raise BackendUnavailable(
+                    f"{self.name}: {self.where} did not answer; next try in {wait:.0f} s"
+                )
             if self._client is not None:  # lost its scheduler: start afresh
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._client.close(), 2)
@@ -119,7 +90,10 @@ class DaskBackend:
                 client = Client(target, asynchronous=True, timeout=self.settings.timeout_s)
                 self._client = await asyncio.wait_for(client, self.settings.timeout_s * 2)
             except (OSError, TimeoutError) as err:
-                raise BackendUnavailable(f"{self.name}: cannot reach {self.where}: {err}") from err
+                self._retry_at = time.monotonic() + self.settings.timeout_s
+                raise BackendUnavailable(
+                    f"{self.name}: cannot reach {self.where}: {err or type(err).__name__}"
+                ) from err
             return self._client
 
     async def _start_cluster(self) -> Any:
@@ -231,7 +205,7 @@ class DaskBackend:
         self._cancelled.update(ids)
         await self._ask(lambda c: c.run(remote.cancel_jobs, ids))
         states = await self._ask(lambda c: c.run_on_scheduler(remote.job_states, ids))
-        waiting = [j for j in ids if states.get(j, ("",))[0] in _PENDING]
+        waiting = [j for j in ids if states.get(j, ("",))[0] in PENDING]
         if waiting:
             from distributed import Future
 

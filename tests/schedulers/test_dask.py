@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from schedulers.base import Backend, JobSpec, JobState, Resources
 from schedulers.dask_cluster import CAPABILITIES, DaskBackend, create
 from schedulers.dask_settings import DaskSettings, LocalClusterSettings, SlurmClusterSettings
+from schedulers.dask_states import job_status, most_generic
 from schedulers.errors import BackendUnavailable, SubmitError
 from tests.conftest import service_env
 from tests.schedulers.conformance import BackendConformance, spec, wait_finished
@@ -182,7 +183,9 @@ async def test_a_silent_scheduler_is_unhealthy_and_its_jobs_lost(tmp_path: Path)
             own.kill_scheduler()
             info = await backend.probe()
             assert not info.healthy
-            assert "does not answer" in info.detail or "cannot reach" in info.detail
+            assert any(
+                w in info.detail for w in ("does not answer", "cannot reach", "did not answer")
+            )
             with pytest.raises(BackendUnavailable):
                 await backend.status([job])
             deadline = time.monotonic() + 60
@@ -247,3 +250,31 @@ async def test_slurm_cluster_runs_a_job_on_a_worker_started_by_slurm(workdir: Pa
         assert (workdir / "slurm_job").read_text().strip().isdigit()  # ran inside a Slurm job
     finally:
         await backend.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "text", "cancelled", "expected", "code"),
+    [
+        (None, "", False, JobState.LOST, None),
+        (None, "", True, JobState.CANCELLED, None),
+        ("queued", "", False, JobState.PENDING, None),
+        ("no-worker", "", False, JobState.PENDING, None),
+        ("processing", "", False, JobState.RUNNING, None),
+        ("erred", "JobExit('bridge-job-exit 0 exited')", False, JobState.COMPLETED, 0),
+        ("erred", "bridge-job-exit 3 exited", False, JobState.FAILED, 3),
+        ("erred", "bridge-job-exit 143 cancelled", True, JobState.CANCELLED, 143),
+        ("erred", "KilledWorker: 1 worker(s) died while running it", False, JobState.LOST, None),
+        ("erred", "", False, JobState.FAILED, None),
+        ("some-new-state", "", False, JobState.UNKNOWN, None),
+    ],
+)
+def test_scheduler_states_map_to_job_states(
+    state: str | None, text: str, cancelled: bool, expected: JobState, code: int | None
+) -> None:
+    status = job_status(state, text, cancelled)
+    assert (status.state, status.exit_code) == (expected, code)
+
+
+def test_the_target_advertises_the_most_generic_worker_cpu() -> None:
+    assert most_generic(["x86_64_v4", "x86_64_v2", "haswell"]) == "x86_64_v2"
+    assert most_generic([]) is None
