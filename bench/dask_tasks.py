@@ -8,12 +8,16 @@ from a prepared work directory -- so the difference is how the work reaches Dask
 * ``direct`` -- the work directories are written beforehand, then ``client.map`` runs
   ``bridge-agent run <dir> --attempt 1`` in a subprocess on the workers, and
   ``client.gather`` waits for all (what a script without a broker does);
+* ``direct_runner`` -- the same, but each task is the backend's own worker-side runner
+  (:func:`schedulers.dask_worker.run_job`): distributed plus the way the backend starts
+  processes, without the broker -- what isolates the broker's own cost;
 * ``broker`` -- N TES tasks POSTed to ``bridge serve`` (its own process) with one Dask
   target at the cluster's address; timed from the first POST until the API shows every
   task finished.
 
 Rate: tasks/s end to end, over ``--rounds`` rounds that alternate the two cases (so a
-busy moment of the machine weighs on both).  ``ratio`` = broker ÷ direct (goal ≥ 0.8).
+busy moment of the machine weighs on all).  ``ratio`` = broker ÷ direct (goal ≥ 0.8);
+``ratio_vs_direct_runner`` = broker ÷ direct_runner.
 
     .venv/bin/python bench/dask_tasks.py [--tasks 100] [--workers 2] [--rounds 2]
 
@@ -40,6 +44,7 @@ sys.path.insert(0, str(REPO))
 from bench.slurm_submit import start_broker  # noqa: E402
 from bridge import workspace  # noqa: E402
 from bridge.client import BridgeClient  # noqa: E402
+from schedulers.dask_worker import run_job  # noqa: E402
 
 AGENT = str(Path(sys.executable).with_name("bridge-agent"))
 PAYLOAD = {"image": "alpine", "command": ["true"]}
@@ -50,10 +55,17 @@ def run_agent(url: str) -> int:
     """On a worker: the agent for one prepared work directory."""
     with open(Path(url) / "agent.log", "ab") as log:
         argv = [AGENT, "run", url, "--attempt", "1"]
-        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        return subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=url,
+            check=False,
+        ).returncode
 
 
-def direct(client: object, n: int, root: Path) -> dict[str, float]:
+def direct(client: object, n: int, root: Path, runner: bool = False) -> dict[str, float]:
     urls = []
     for i in range(n):
         url = str(root / f"task{i}")
@@ -64,8 +76,29 @@ def direct(client: object, n: int, root: Path) -> dict[str, float]:
         )
         urls.append(url)
     started = time.monotonic()
-    futures = client.map(run_agent, urls, resources={"cpus": 1})  # type: ignore[attr-defined]
-    codes = client.gather(futures)  # type: ignore[attr-defined]
+    if runner:  # the backend's own runner on the workers, without the broker
+        from distributed import wait
+
+        futures = [
+            client.submit(  # type: ignore[attr-defined]
+                run_job,
+                f"{root.name}-{i}",
+                [AGENT, "run", url, "--attempt", "1"],
+                url,
+                {},
+                f"{url}/agent.log",
+                f"{url}/agent.log",
+                10.0,
+                key=f"{root.name}-{i}",
+                resources={"cpus": 1},
+            )
+            for i, url in enumerate(urls)
+        ]
+        wait(futures)
+        codes = [0 if "bridge-job-exit 0 " in str(f.exception()) else 1 for f in futures]
+    else:
+        futures = client.map(run_agent, urls, resources={"cpus": 1})  # type: ignore[attr-defined]
+        codes = client.gather(futures)  # type: ignore[attr-defined]
     total = time.monotonic() - started
     done = sum(
         json.loads((Path(u) / "attempts/1/status.json").read_text())["state"] == "COMPLETE"
@@ -141,6 +174,7 @@ def main() -> None:
         direct(client, min(n, 4), root / "warm")  # worker imports, page cache
         cases = {
             "direct": lambda r: direct(client, n, root / f"direct{r}"),
+            "direct_runner": lambda r: direct(client, n, root / f"runner{r}", runner=True),
             "broker": lambda r: through_broker(n, root / f"broker{r}", cluster.scheduler_address),
         }
         totals = {name: {"end_to_end_s": 0.0, "completed": 0.0} for name in cases}
@@ -158,7 +192,9 @@ def main() -> None:
             figures["tasks_per_s"] = n * args.rounds / figures["end_to_end_s"]
             results[name] = {k: round(v, 3) for k, v in figures.items()}
     ratio = results["broker"]["tasks_per_s"] / results["direct"]["tasks_per_s"]
+    ratio_runner = results["broker"]["tasks_per_s"] / results["direct_runner"]["tasks_per_s"]
     print(f"broker / direct: {ratio:.2f} (goal >= 0.8)")
+    print(f"broker / direct with the backend's runner: {ratio_runner:.2f}")
     print(
         json.dumps(
             {
@@ -168,7 +204,9 @@ def main() -> None:
                 "load_average_1m": round(os.getloadavg()[0], 2),
                 "direct_tasks_per_s": results["direct"]["tasks_per_s"],
                 "broker_tasks_per_s": results["broker"]["tasks_per_s"],
+                "direct_runner_tasks_per_s": results["direct_runner"]["tasks_per_s"],
                 "ratio": round(ratio, 3),
+                "ratio_vs_direct_runner": round(ratio_runner, 3),
                 "cases": results,
             }
         )
