@@ -89,7 +89,7 @@ class DaskBackend:
                     target = self._cluster
                 client = Client(target, asynchronous=True, timeout=self.settings.timeout_s)
                 self._client = await asyncio.wait_for(client, self.settings.timeout_s * 2)
-            except (OSError, TimeoutError) as err:
+            except Exception as err:  # unreachable, or a cluster that failed to start
                 self._retry_at = time.monotonic() + self.settings.timeout_s
                 raise BackendUnavailable(
                     f"{self.name}: cannot reach {self.where}: {err or type(err).__name__}"
