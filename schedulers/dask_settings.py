@@ -43,6 +43,7 @@ class SlurmClusterSettings(BaseModel):
     python: str | None = None  # the workers' interpreter; default: the broker's
     job_script_prologue: list[str] = Field(default_factory=list)
     slurm_conf: str | None = None  # exported as SLURM_CONF for sbatch/squeue/scancel
+    log_directory: str | None = None  # the worker jobs' output; default: Slurm's (cwd)
 
     @model_validator(mode="after")
     def _bounds(self) -> SlurmClusterSettings:

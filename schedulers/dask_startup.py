@@ -65,6 +65,7 @@ async def start_slurm(settings: SlurmClusterSettings) -> Any:
         walltime=settings.walltime,
         python=settings.python or sys.executable,
         job_script_prologue=settings.job_script_prologue,
+        log_directory=settings.log_directory,
         worker_extra_args=extra,
         scheduler_options={
             **SCHEDULER_OPTIONS,

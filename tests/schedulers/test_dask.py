@@ -232,6 +232,7 @@ async def test_slurm_cluster_runs_a_job_on_a_worker_started_by_slurm(workdir: Pa
         host="127.0.0.1",
         worker_host="127.0.0.1",
         slurm_conf=env["SLURM_CONF"],
+        log_directory=str(workdir / "logs"),
     )
     backend = create("hpc-dask", DaskSettings(slurm=slurm))
     try:
@@ -247,7 +248,9 @@ async def test_slurm_cluster_runs_a_job_on_a_worker_started_by_slurm(workdir: Pa
         )
         states = await wait_finished(backend, [job], timeout=120)
         assert states[job].state is JobState.COMPLETED, states
-        assert (workdir / "slurm_job").read_text().strip().isdigit()  # ran inside a Slurm job
+        slurm_job = (workdir / "slurm_job").read_text().strip()
+        assert slurm_job.isdigit()  # ran inside a Slurm job
+        assert list((workdir / "logs").glob(f"*{slurm_job}*"))  # the worker's own log
     finally:
         await backend.close()
 
