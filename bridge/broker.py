@@ -157,6 +157,12 @@ class Broker:
             self.infos[name] = info
             await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
+    async def _unhealthy(self, name: str, detail: str) -> None:
+        """A target that stopped answering takes no new tasks until a probe succeeds."""
+        info = TargetInfo(name=name, kind=self.configs[name].kind, healthy=False, detail=detail)
+        self.infos[name] = info
+        await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
+
     # -- dispatch -------------------------------------------------------------------
 
     async def dispatch(self) -> None:
@@ -533,6 +539,7 @@ class Broker:
             except (SchedulerError, OSError) as err:
                 metrics.BACKEND_ERRORS.labels(target, "status").inc()
                 log.warning("cannot read job states from %s: %s", target, err)
+                await self._unhealthy(target, f"job states unreadable: {err}")
                 continue
             out.update({(target, job_id): st for job_id, st in states.items()})
         return out

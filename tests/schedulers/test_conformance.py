@@ -60,5 +60,11 @@ class TestAwsBatchBackend(BackendConformance):
         yield backend
         await backend.close()
 
+    agent_not_runnable = (
+        "a Batch job runs in a container of the job's image, which does not hold this "
+        "checkout's bridge-agent; the agent inside the agent image is tested end to end "
+        "in tests/bridge/test_batch_docker.py"
+    )
+
     def unknown_job_id(self) -> str:
         return "00000000-0000-0000-0000-000000000000"
