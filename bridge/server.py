@@ -34,10 +34,30 @@ def build(settings: Settings, with_broker: bool = True) -> tuple[FastAPI, TaskSt
     return create_app(settings, store, broker), store, broker
 
 
+# How long SIGTERM waits for requests in flight before closing their connections.
+SHUTDOWN_GRACE_S = 30
+
+
 def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT.
+
+    On the signal the server stops accepting connections, lets requests in flight
+    finish (up to :data:`SHUTDOWN_GRACE_S` seconds; a task is acknowledged only once it is
+    committed), then stops the broker's loops.  Jobs are never cancelled on shutdown:
+    they keep running in their batch system (local jobs are sessions of their own) and
+    the next start re-attaches to them through the database.
+    """
     app, _, _ = build(settings)
     log.info("serving TES at http://%s:%d/ga4gh/tes/v1", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+    log.info("stopped; running jobs were left running")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
