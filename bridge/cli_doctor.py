@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,34 +14,36 @@ from bridge.cli_output import emit_json
 from bridge.config import ConfigError
 
 if TYPE_CHECKING:
-    from bridge.config import TargetConfig
     from bridge.doctor import CheckResult
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from bridge.cli import _settings
-    from bridge.doctor import check_targets, select_targets
+    from bridge.doctor import check_target, select_targets
     from bridge.doctor.render import result_lines, summary_line, target_header
 
     settings = _settings(args)
     targets = select_targets(settings, [args.target] if args.target else [])
+    if not args.verbose:  # the steps say what happened; connection chatter does not help
+        for noisy in ("paramiko", "schedulers", "bridge"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     as_json = bool(args.json)
-
-    def started(target: TargetConfig) -> None:
-        if not as_json:
-            print(target_header(target.name, target.kind), flush=True)
 
     def finished(result: CheckResult) -> None:
         if not as_json:
             print("\n".join(result_lines(result)), flush=True)
 
-    reports = asyncio.run(check_targets(settings, targets, started, finished))
+    reports = []
+    for target in targets:
+        if not as_json:
+            print(target_header(target.name, target.kind), flush=True)
+        report = asyncio.run(check_target(settings, target, finished))
+        if not as_json:
+            print(summary_line(report), flush=True)
+        reports.append(report)
     usable = all(r.usable for r in reports)
     if as_json:
         emit_json({"usable": usable, "targets": [r.as_dict() for r in reports]})
-    else:
-        for report in reports:
-            print(summary_line(report))
     return 0 if usable else 1
 
 

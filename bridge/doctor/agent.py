@@ -8,6 +8,7 @@ from bridge import __version__
 from bridge.agent import workdir as wd
 from bridge.doctor.context import DoctorContext
 from bridge.doctor.core import Check, CheckFailed
+from bridge.doctor.objectstore import OBJECT_STORE, delete_key
 from bridge.doctor.remote import SSH
 
 AGENT = "agent installed, version matches"
@@ -55,8 +56,6 @@ async def workdir_from_broker(ctx: DoctorContext) -> str:
     if local is not None:
         local.unlink(missing_ok=True)
     else:
-        from bridge.doctor.objectstore import delete_key
-
         delete_key(url, name)
     return f"{url} (write, read, delete)"
 
@@ -75,5 +74,6 @@ CHECKS = [
         workdir_from_broker,
         "create {work_url} and make it writable by the user running `bridge serve`, or set "
         "work_url (or work_bucket) in bridge.toml",
+        requires=(OBJECT_STORE,),
     ),
 ]

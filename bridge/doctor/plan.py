@@ -12,12 +12,14 @@ MODULE_MISSING = "backend module installed"
 def checks_for(kind: str) -> list[Check]:
     if not cloud.backend_module_present(kind):
         return [Check(MODULE_MISSING, _module_missing(kind), "")]
+    # the object store before the work directory: with an s3:// work directory a
+    # credentials problem is reported once, on the step that names it
     if kind == "local":
-        return [*agent.CHECKS, *node.CHECKS, *objectstore.CHECKS]
+        return [agent.CHECKS[0], *objectstore.CHECKS, agent.CHECKS[1], *node.CHECKS]
     if kind == "slurm":
-        return [*remote.CHECKS, *agent.CHECKS, *node.CHECKS, *objectstore.CHECKS]
+        return [*remote.CHECKS, agent.CHECKS[0], *objectstore.CHECKS, agent.CHECKS[1], *node.CHECKS]
     # cloud kinds: no login node to run the agent from; the queue and the store
-    return [*cloud.CHECKS.get(kind, []), agent.CHECKS[1], *objectstore.CHECKS]
+    return [*cloud.CHECKS.get(kind, []), *objectstore.CHECKS, agent.CHECKS[1]]
 
 
 def _module_missing(kind: str):  # type: ignore[no-untyped-def]
