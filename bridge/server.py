@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
@@ -49,7 +50,7 @@ def serve(settings: Settings) -> None:
     """
     app, _, _ = build(settings)
     log.info("serving TES at http://%s:%d/ga4gh/tes/v1", settings.host, settings.port)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -57,7 +58,30 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
+    _Server(config).run()
     log.info("stopped; running jobs were left running")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a stop by SIGTERM/SIGINT ends with exit status 0.
+
+    uvicorn re-raises the signal after a graceful shutdown, so the process would die
+    by it; for ``bridge serve`` that signal is the normal way to stop, and a service
+    manager or container engine should see a clean exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
