@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,21 +58,20 @@ def image(docker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
     shutil.copy(REPO / "deploy" / "broker-image" / "Containerfile", context / "Containerfile")
-    # the project's wheel and its dependencies' wheels (the image's Python is 3.11 too)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--wheel-dir",
-            str(context / "wheels"),
-            str(src),
-        ],
-        check=True,
-        timeout=600,
+    # the project's wheel and its dependencies' wheels (the image's Python is 3.11 too);
+    # dependencies come from a wheelhouse kept between runs when it has them all
+    wheels = context / "wheels"
+    house = Path.home() / ".cache" / "converged-bridge-tests" / "wheelhouse"
+    house.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels)]
+    offline = subprocess.run(
+        [*pip, "--no-index", "--find-links", str(house), str(src)], capture_output=True, timeout=600
     )
+    if offline.returncode != 0:
+        subprocess.run([*pip, str(src)], check=True, timeout=600)
+        for wheel in wheels.glob("*.whl"):
+            if not wheel.name.startswith("converged_bridge-"):
+                shutil.copy(wheel, house / wheel.name)
     tag = f"converged-bridge-test:{uuid.uuid4().hex[:10]}"
     docker(
         docker_env,
@@ -79,7 +79,8 @@ def image(docker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
         timeout=900,
     )  # fmt: skip
     yield tag
-    subprocess.run(["docker", "rmi", "-f", tag], env=docker_env, capture_output=True)
+    # --no-prune keeps the parent layers: the next build reuses the Debian packages layer
+    subprocess.run(["docker", "rmi", "--no-prune", tag], env=docker_env, capture_output=True)
 
 
 def test_bridge_serve_in_the_image_answers_service_info(
