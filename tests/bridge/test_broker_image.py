@@ -72,6 +72,9 @@ def image(docker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
         for wheel in wheels.glob("*.whl"):
             if not wheel.name.startswith("converged_bridge-"):
                 shutil.copy(wheel, house / wheel.name)
+        # what building the project needs, for the next offline run
+        build_deps = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(house)]
+        subprocess.run([*build_deps, "setuptools>=77", "wheel"], check=True, timeout=300)
     tag = f"converged-bridge-test:{uuid.uuid4().hex[:10]}"
     docker(
         docker_env,
