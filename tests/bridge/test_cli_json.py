@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from bridge.cli import build_parser
-from bridge.client import BridgeClient
+from bridge.client import TERMINAL, BridgeClient
 from bridge.config import Settings
 from bridge.server import free_port, serve_in_thread
 
@@ -125,19 +125,32 @@ def test_every_data_command_prints_what_it_shows_as_json(url: str) -> None:
     assert hashlib.sha256(token["token"].encode()).hexdigest() == token["token_sha256"]
 
 
-def test_status_watch_follows_a_task_until_it_ends(url: str) -> None:
+def gated(gate: Path) -> list[str]:
+    """A command that runs until ``gate`` exists: the test decides when it ends."""
+    return ["sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.1; done', str(gate)]
+
+
+def test_status_watch_follows_a_task_until_it_ends(url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
     with BridgeClient(url) as client:
-        task_id = client.run(["sh", "-c", "sleep 2"]).id
-    result = subprocess.run(
+        task_id = client.run(gated(gate)).id
+    proc = subprocess.Popen(
         [BRIDGE, "--server", url, "status", task_id, "--watch", "--interval", "0.3", "--json"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=True,
     )
-    states = [json.loads(line)["state"] for line in result.stdout.splitlines()]
-    assert len(states) >= 2 and states[-1] == "COMPLETE", states
-    assert any(s != "COMPLETE" for s in states), states
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        gate.touch()
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    states = [first["state"], *(json.loads(line)["state"] for line in rest.splitlines())]
+    assert first["state"] not in TERMINAL and states[-1] == "COMPLETE", states
+    assert proc.returncode == 0  # the watch ends by itself once the task has finished
 
 
 def test_list_watch_refreshes_until_interrupted(url: str) -> None:
@@ -183,22 +196,36 @@ def read_pty(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     return out
 
 
-def test_submit_wait_shows_progress_on_a_terminal_only(url: str) -> None:
-    command = [BRIDGE, "--server", url, "submit", "--wait", "--", "sh", "-c", "sleep 2"]
+def test_submit_wait_shows_progress_on_a_terminal_only(url: str, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    command = [BRIDGE, "--server", url, "submit", "--wait", "--", *gated(gate)]
     main, child = pty.openpty()
     proc = subprocess.Popen(command, stdin=child, stdout=child, stderr=child)
     os.close(child)
+    progress = re.compile(rb"(QUEUED|INITIALIZING|RUNNING)\s+\d+\.\d s")
     try:
-        seen = read_pty(main, proc, 120)
+        seen = b""
+        deadline = time.monotonic() + 120
+        while not progress.search(seen):  # the task cannot end before the gate opens
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            seen += read_pty(main, proc, 0.5)
+        gate.touch()
+        seen += read_pty(main, proc, 120)
         proc.wait(timeout=30)
     finally:
         os.close(main)
     text = seen.decode(errors="replace")
     assert proc.returncode == 0, text
-    assert "\r" in text and re.search(r"(QUEUED|INITIALIZING|RUNNING)\s+\d+\.\d s", text), text
+    assert "\r" in text
     assert text.rstrip().endswith("COMPLETE")
 
-    piped = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    piped = subprocess.run(
+        [BRIDGE, "--server", url, "submit", "--wait", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     lines = piped.stdout.splitlines()
     assert len(lines) == 2 and lines[1] == "COMPLETE" and piped.stderr == ""
 

@@ -60,6 +60,10 @@ def start(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
 
 
+def gated(gate: Path) -> list[str]:
+    return ["sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.1; done; echo survived', str(gate)]
+
+
 def wait_state(client: httpx.Client, task_id: str, states: set[str], timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -74,6 +78,7 @@ def wait_state(client: httpx.Client, task_id: str, states: set[str], timeout: fl
 def test_sigterm_under_load_loses_no_acknowledged_task(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    gate = tmp_path / "gate"  # the long job runs until the test opens this
     server = start(tmp_path, port)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -81,9 +86,7 @@ def test_sigterm_under_load_loses_no_acknowledged_task(tmp_path: Path) -> None:
                 f"{TES}/tasks",
                 json={
                     "name": "survivor",
-                    "executors": [
-                        {"image": "alpine", "command": ["sh", "-c", "sleep 8; echo survived"]}
-                    ],
+                    "executors": [{"image": "alpine", "command": gated(gate)}],
                 },
             ).json()["id"]
             running = wait_state(client, long_id, {"RUNNING"}, 60)
@@ -141,6 +144,8 @@ def test_sigterm_under_load_loses_no_acknowledged_task(tmp_path: Path) -> None:
                 if client.get(f"{TES}/tasks/{task_id}").status_code != 200
             ]
             assert not missing, f"{len(missing)} of {len(ids)} acknowledged tasks lost"
+            assert Path(f"/proc/{job_pid}").exists()
+            gate.touch()
             survivor = wait_state(
                 client, long_id, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"}, 90
             )
