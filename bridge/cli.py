@@ -1,4 +1,7 @@
-"""The ``bridge`` command line."""
+"""The bridge command line: run the broker, submit and follow tasks, check targets.
+
+Commands that print data take --json (one JSON document on stdout, stable keys).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bridge.client import BridgeClient, BridgeError
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.cli_output import Progress, emit_json, watch
+from bridge.client import TERMINAL, BridgeClient, BridgeError
+from bridge.config import ConfigError, Settings, find_config_file, load_settings
 from bridge.logs import setup_logging
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -32,8 +37,13 @@ def _client(args: argparse.Namespace) -> BridgeClient:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.config_check import refuse_message
     from bridge.server import serve
 
+    path = Path(args.config) if args.config else find_config_file()
+    if path is not None and (problem := refuse_message(path)):
+        print(f"refusing to start: invalid configuration\n{problem}", file=sys.stderr)
+        return 2
     serve(_settings(args))
     return 0
 
@@ -82,43 +92,121 @@ def cmd_submit(args: argparse.Namespace) -> int:
             future = client.submit(_load_task_file(args.file))
         else:
             raise SystemExit("give a task file, or a command after --")
-        print(future.id)
-        if args.wait:
-            task = future.wait()
-            print(task["state"])
-            return 0 if task["state"] == "COMPLETE" else 1
-    return 0
+        if not args.wait:
+            if args.json:
+                emit_json({"id": future.id})
+            else:
+                print(future.id)
+            return 0
+        if not args.json:
+            print(future.id, flush=True)
+        progress = Progress()
+        try:
+            while (state := future.state) not in TERMINAL:
+                progress.update(f"{future.id}  {state}")
+                time.sleep(0.5 if progress.enabled else 0.2)
+        finally:
+            progress.close()
+        if args.json:
+            emit_json({"id": future.id, "state": state})
+        else:
+            print(state)
+        return 0 if state == "COMPLETE" else 1
+
+
+def status_data(client: BridgeClient, task_id: str) -> dict[str, Any]:
+    """What ``bridge status`` shows, as data (the --json document)."""
+    task = client.get(task_id, view="BASIC")
+    attempts = []
+    for entry in task.get("logs", []):
+        meta = entry.get("metadata", {})
+        attempts.append(
+            {
+                "attempt": meta.get("attempt"),
+                "target": meta.get("target"),
+                "backend_job_id": meta.get("backend_job_id"),
+                "placement_reason": meta.get("placement_reason", ""),
+                "executors": [
+                    {"index": i, "exit_code": ex.get("exit_code")}
+                    for i, ex in enumerate(entry.get("logs", []))
+                ],
+            }
+        )
+    return {
+        "id": task["id"],
+        "state": task["state"],
+        "name": task.get("name", ""),
+        "attempts": attempts,
+        "events": [
+            {"at": e["at"], "from": e["from"], "to": e["to"], "reason": e["reason"]}
+            for e in client.events(task_id)
+        ],
+    }
+
+
+def status_text(data: dict[str, Any]) -> str:
+    lines = [f"{data['id']}  {data['state']}  {data['name']}"]
+    for a in data["attempts"]:
+        lines.append(
+            f"  attempt {a['attempt']} on {a['target']} "
+            f"job {a['backend_job_id'] or '-'}: {a['placement_reason']}"
+        )
+        lines += [f"    executor {e['index']}: exit {e['exit_code']}" for e in a["executors"]]
+    lines += [
+        f"  {e['at']}  {e['from']:>14} -> {e['to']:<14} {e['reason']}" for e in data["events"]
+    ]
+    return "\n".join(lines)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        task = client.get(args.id, view="BASIC")
-        print(f"{task['id']}  {task['state']}  {task.get('name', '')}")
-        for entry in task.get("logs", []):
-            meta = entry.get("metadata", {})
-            print(
-                f"  attempt {meta.get('attempt')} on {meta.get('target')} "
-                f"job {meta.get('backend_job_id', '-')}: {meta.get('placement_reason', '')}"
+
+        def render() -> tuple[dict[str, Any], str]:
+            data = status_data(client, args.id)
+            return data, status_text(data)
+
+        if args.watch:
+            return watch(
+                render,
+                as_json=args.json,
+                interval=args.interval,
+                done=lambda d: d["state"] in TERMINAL,
             )
-            for i, ex in enumerate(entry.get("logs", [])):
-                print(f"    executor {i}: exit {ex.get('exit_code')}")
-        for event in client.events(args.id):
-            print(f"  {event['at']}  {event['from']:>14} -> {event['to']:<14} {event['reason']}")
+        data, text = render()
+    if args.json:
+        emit_json(data)
+    else:
+        print(text)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     tags = dict([*t.split("=", 1), ""][:2] for t in args.tag or [])
     with _client(args) as client:
-        page = client.list_tasks(
-            view="BASIC",
-            state=args.state,
-            name_prefix=args.name_prefix,
-            tags=tags,
-            page_size=args.limit,
-        )
-        for task in page["tasks"]:
-            print(f"{task['id']}  {task['state']:<15} {task.get('name', '')}")
+
+        def render() -> tuple[dict[str, Any], str]:
+            page = client.list_tasks(
+                view="BASIC",
+                state=args.state,
+                name_prefix=args.name_prefix,
+                tags=tags,
+                page_size=args.limit,
+            )
+            tasks = [
+                {"id": t["id"], "state": t["state"], "name": t.get("name", "")}
+                for t in page["tasks"]
+            ]
+            data = {"tasks": tasks, "next_page_token": page.get("next_page_token") or None}
+            text = "\n".join(f"{t['id']}  {t['state']:<15} {t['name']}" for t in tasks)
+            return data, text
+
+        if args.watch:
+            return watch(render, as_json=args.json, interval=args.interval)
+        data, text = render()
+    if args.json:
+        emit_json(data)
+    elif text:
+        print(text)
     return 0
 
 
@@ -129,11 +217,32 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print("no logs yet", file=sys.stderr)
         return 1
     entry = task["logs"][-1]
+    executors = [
+        (i, ex)
+        for i, ex in enumerate(entry.get("logs", []))
+        if args.executor is None or i == args.executor
+    ]
+    if args.json:
+        emit_json(
+            {
+                "id": task["id"],
+                "attempt": entry.get("metadata", {}).get("attempt"),
+                "system_logs": list(entry.get("system_logs", [])),
+                "executors": [
+                    {
+                        "index": i,
+                        "exit_code": ex.get("exit_code"),
+                        "stdout": ex.get("stdout", ""),
+                        "stderr": ex.get("stderr", ""),
+                    }
+                    for i, ex in executors
+                ],
+            }
+        )
+        return 0
     for line in entry.get("system_logs", []):
         print(f"[system] {line}", file=sys.stderr)
-    for i, ex in enumerate(entry.get("logs", [])):
-        if args.executor is not None and i != args.executor:
-            continue
+    for _, ex in executors:
         sys.stdout.write(ex.get("stderr" if args.stderr else "stdout", ""))
     return 0
 
@@ -141,7 +250,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.cancel(args.id)
-        print(client.get(args.id)["state"])
+        state = client.get(args.id)["state"]
+    if args.json:
+        emit_json({"id": args.id, "state": state})
+    else:
+        print(state)
     return 0
 
 
@@ -149,14 +262,30 @@ def cmd_targets(args: argparse.Namespace) -> int:
     if args.action == "bootstrap":
         return _bootstrap(args)
     with _client(args) as client:
-        for t in client.targets():
-            health = "healthy" if t.get("healthy") else f"unhealthy: {t.get('detail')}"
-            print(
-                f"{t['name']:<12} {t['kind']:<10} {t.get('microarchitecture') or '?':<12} "
-                f"cpus={t.get('cpus')} pending={t.get('pending_jobs')} "
-                f"wait={t.get('queue_wait_s', 0):.0f}s {health}"
-            )
+        targets = client.targets()
+    if args.json:
+        emit_json({"targets": [{k: t.get(k) for k in TARGET_KEYS} for t in targets]})
+        return 0
+    for t in targets:
+        health = "healthy" if t.get("healthy") else f"unhealthy: {t.get('detail')}"
+        print(
+            f"{t['name']:<12} {t['kind']:<10} {t.get('microarchitecture') or '?':<12} "
+            f"cpus={t.get('cpus')} pending={t.get('pending_jobs')} "
+            f"wait={t.get('queue_wait_s', 0):.0f}s {health}"
+        )
     return 0
+
+
+TARGET_KEYS = (
+    "name",
+    "kind",
+    "microarchitecture",
+    "cpus",
+    "pending_jobs",
+    "queue_wait_s",
+    "healthy",
+    "detail",
+)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -206,6 +335,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
                 await runner.close()
 
         path = asyncio.run(go())
+    if args.json:
+        emit_json({"target": target.name, "agent": path})
+        return 0
     print(f"bridge-agent installed on {target.name}: {path}")
     print(f'set agent_command = ["{path}"] for target {target.name} in bridge.toml')
     return 0
@@ -220,6 +352,9 @@ def cmd_token(args: argparse.Namespace) -> int:
         return local_admin_token(_settings(args))
 
     token, digest = new_token()
+    if args.json:
+        emit_json({"name": args.name, "token": token, "token_sha256": digest, "admin": args.admin})
+        return 0
     print(f"token for {args.name}: {token}")
     print("add to bridge.toml:")
     print(
@@ -229,7 +364,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--server",
         default=os.environ.get("BRIDGE_URL", DEFAULT_URL),
@@ -260,20 +397,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ram-gb", type=float)
     p.add_argument("--tag", action="append", help="key=value")
     p.add_argument("--wait", action="store_true", help="wait and exit non-zero unless COMPLETE")
+    json_flag(p)
     p.set_defaults(func=cmd_submit, command=[])
 
-    for name, func, text in (
-        ("status", cmd_status, "a task's state, placement and events"),
-        ("cancel", cmd_cancel, "cancel a task"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("id")
-        p.set_defaults(func=func)
+    p = sub.add_parser("status", help="a task's state, placement and events")
+    p.add_argument("id")
+    json_flag(p)
+    watch_flags(p, "until the task has finished")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel a task")
+    p.add_argument("id")
+    json_flag(p)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("logs", help="a task's executor output (last attempt)")
     p.add_argument("id")
     p.add_argument("--executor", type=int)
     p.add_argument("--stderr", action="store_true")
+    json_flag(p)
     p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("list", help="list tasks")
@@ -281,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name-prefix")
     p.add_argument("--tag", action="append", help="key=value or key")
     p.add_argument("--limit", type=int, default=50)
+    json_flag(p)
+    watch_flags(p, "until interrupted")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("targets", help="list targets, or bootstrap the agent on one")
@@ -293,18 +437,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("BRIDGE_BASE_IMAGE", "bridge-base:bookworm"),
         help="Debian bookworm image the AWS Batch agent image is built from",
     )
+    json_flag(p)
     p.set_defaults(func=cmd_targets)
 
     p = sub.add_parser("token", help="the local admin token, or a config token for a user")
     with_settings(p)
     p.add_argument("name", nargs="?")
     p.add_argument("--admin", action="store_true")
+    json_flag(p)
     p.set_defaults(func=cmd_token)
 
     from bridge.cli_admin import register
 
     register(sub, with_settings, _settings)
+
+    from bridge import cli_doctor
+
+    cli_doctor.add_commands(sub, with_settings)
     return parser
+
+
+def json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document (stable keys)")
+
+
+def watch_flags(p: argparse.ArgumentParser, until: str) -> None:
+    p.add_argument("--watch", action="store_true", help=f"refresh the view {until}")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,6 +193,12 @@ def load_settings(
         raise ConfigError(f"{path or 'environment'}: {err}") from err
 
 
+def find_config_file(env: dict[str, str] | None = None) -> Path | None:
+    """The file :func:`load_settings` would read, or ``None`` (embedded defaults)."""
+    env = dict(os.environ if env is None else env)
+    return _find_config(env, env.get("BRIDGE_DATA_DIR"))
+
+
 def _find_config(env: dict[str, str], data_dir: str | None) -> Path | None:
     if env.get("BRIDGE_CONFIG"):
         return Path(env["BRIDGE_CONFIG"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
@@ -40,7 +41,8 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str = "warning")
     """How the API is served.  The keep-alive outlives every client's (httpx and
     requests keep idle connections 5 s): the client always closes an idle connection
     first, so it never sends a request on a connection the server is closing -- the
-    race that dropped POSTs with ``ReadError`` under a 5 s server keep-alive."""
+    race that dropped POSTs with ``ReadError`` under a 5 s server keep-alive.  On
+    SIGTERM, requests in flight get :data:`SHUTDOWN_GRACE_S` seconds to finish."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -49,15 +51,29 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str = "warning")
         access_log=False,
         lifespan="on",
         timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         backlog=4096,
     )
 
 
+# How long SIGTERM waits for requests in flight before closing their connections.
+SHUTDOWN_GRACE_S = 30
+
+
 def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT.
+
+    On the signal the server stops accepting connections, lets requests in flight
+    finish (up to :data:`SHUTDOWN_GRACE_S` seconds; a task is acknowledged only once it is
+    committed), then stops the broker's loops.  Jobs are never cancelled on shutdown:
+    they keep running in their batch system (local jobs are sessions of their own) and
+    the next start re-attaches to them through the database.
+    """
     app, store, _ = build(settings)
     _announce_access(settings, store)
     log.info("serving TES at http://%s:%d/ga4gh/tes/v1", settings.host, settings.port)
-    uvicorn.Server(uvicorn_config(app, settings)).run()
+    _Server(uvicorn_config(app, settings)).run()
+    log.info("stopped; running jobs were left running")
 
 
 def _announce_access(settings: Settings, store: TaskStore) -> None:
@@ -74,6 +90,28 @@ def _announce_access(settings: Settings, store: TaskStore) -> None:
     token = accounts.ensure_local_admin()
     if token:
         print(f"local admin token (shown once): {token}", flush=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a stop by SIGTERM/SIGINT ends with exit status 0.
+
+    uvicorn re-raises the signal after a graceful shutdown, so the process would die
+    by it; for ``bridge serve`` that signal is the normal way to stop, and a service
+    manager or container engine should see a clean exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

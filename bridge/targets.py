@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.config import ConfigError, Settings, TargetConfig
 from schedulers import registry
 from schedulers.base import Backend
+from schedulers.transport import CommandRunner, LocalRunner
 
 
 def make_backend(cfg: TargetConfig) -> Backend:
@@ -12,6 +13,16 @@ def make_backend(cfg: TargetConfig) -> Backend:
         return registry.create(cfg.name, cfg.backend, cfg.env)
     except registry.BackendNotInstalled as err:
         raise ConfigError(f"target {cfg.name}: {err}") from err
+
+
+def make_runner(cfg: TargetConfig) -> CommandRunner:
+    """Where a target's commands run: a Slurm target's login node (here or over SSH);
+    this machine for every other kind."""
+    if cfg.kind != "slurm":
+        return LocalRunner(env=cfg.env)
+    from schedulers.slurm import make_runner as slurm_runner
+
+    return slurm_runner(cfg.backend, cfg.env)
 
 
 def make_backends(targets: list[TargetConfig]) -> dict[str, Backend]:

@@ -28,6 +28,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bridge import __version__
 from bridge.agent.attempt import EXIT_CODES, run_attempt
 from bridge.agent.cancel import CancelToken
 from bridge.agent.check import node_report
@@ -61,6 +62,8 @@ def _upload_log(wd: WorkDir, attempt: int, ring: _RingHandler) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge-agent", description=__doc__.splitlines()[0])
+    # `bridge doctor` compares this with the broker's version
+    parser.add_argument("--version", action="version", version=f"bridge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the task in a work directory")
     run.add_argument("work_url", help="work directory: path, file:// URL or s3://bucket/prefix/")

@@ -46,3 +46,20 @@ async def targets(request: Request) -> JSONResponse:
             }
         )
     return JSONResponse(out)
+
+
+@router.get("/targets/{name}/health")
+async def target_health(name: str, request: Request) -> JSONResponse:
+    """The doctor's checks for one target (admins only: it runs a probe job)."""
+    from starlette.exceptions import HTTPException
+
+    from bridge.doctor import check_target
+
+    caller = caller_for(request, request.app.state.settings)
+    if not caller.admin:
+        raise HTTPException(403, "target health is for administrators")
+    configured = {t.name: t for t in request.app.state.settings.targets}
+    if name not in configured:
+        raise HTTPException(404, f"no target named {name!r}")
+    report = await check_target(request.app.state.settings, configured[name])
+    return JSONResponse(report.as_dict())
