@@ -7,7 +7,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-home="${DOCKERD_HOME:-$repo/.services/docker}"
+mkdir -p "$repo/.services"
+home="${DOCKERD_HOME:-$(cd "$repo/.services" && pwd -P)/docker}"
 sock="$home/docker.sock"
 image="bridge-base:bookworm"
 export DOCKER_HOST="unix://$sock"
@@ -15,6 +16,9 @@ export DOCKER_HOST="unix://$sock"
 "$repo/scripts/apt-ensure" docker.io debootstrap
 
 mkdir -p "$home"
+# One run at a time: a second run must not read a root file system still being made.
+exec 9>"$home/.lock"
+flock 9
 if ! docker version >/dev/null 2>&1; then
     setsid dockerd --data-root "$home/data" --exec-root "$home/exec" -H "$DOCKER_HOST" \
         --pidfile "$home/dockerd.pid" --iptables=false --ip6tables=false --bridge=none \
@@ -32,7 +36,7 @@ fi
 
 if ! docker image inspect "$image" >/dev/null 2>&1; then
     rootfs="$home/rootfs-bookworm"
-    if [ ! -x "$rootfs/bin/sh" ]; then
+    if [ ! -e "$rootfs/.complete" ]; then
         mirror="$(awk '/^deb / && /debian/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)"
         if [ -z "$mirror" ]; then
             mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)"
@@ -40,8 +44,10 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
         echo "dockerd.sh: building a minbase Debian root from ${mirror:-deb.debian.org}" >&2
         rm -rf "$rootfs"
         debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >"$home/debootstrap.log" 2>&1
+        touch "$rootfs/.complete"
     fi
-    tar -C "$rootfs" -c . | docker import - "$image" >/dev/null
+    # Never descend into a file system mounted inside the root (a left-over /proc).
+    tar -C "$rootfs" --one-file-system --exclude=./.complete -c . | docker import - "$image" >/dev/null
 fi
 
 cat >"$repo/.services/docker.env" <<ENV
