@@ -32,6 +32,7 @@ from typing import Any
 
 from bridge import workspace
 from bridge.config import Settings, TargetConfig
+from bridge.envs_broker import EnvBroker
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
 from bridge.store import AttemptRow, Changes, TaskRow, TaskStore
@@ -76,6 +77,7 @@ class Broker:
         self._cancel_sent: set[str] = set()
         self._status_seen: dict[int, tuple[int, int]] = {}  # attempt id -> status.json stat
         self._last_probe = 0.0
+        self.envs = EnvBroker(settings, store)  # software builds tasks wait on
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class Broker:
         self._tasks = []
         for backend in self.backends.values():
             await backend.close()
+        self.envs.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -172,12 +175,17 @@ class Broker:
         each work directory's ``task.json``."""
         candidates = [Candidate(c, self.infos.get(c.name)) for c in self.settings.targets]
         placed: list[tuple[TaskRow, str, str, str]] = []
+        envs: dict[str, dict[str, Any]] = {}
         for task in tasks:
             placement = route(Request.from_document(task.document, task.owner), candidates)
             if placement.target is None:
                 self._fail(task.id, placement.reason)
                 continue
             target = self.configs[placement.target]
+            env = self.envs.admit(task, target, self.infos.get(target.name))
+            if env is None:  # waiting for its software build, or refused
+                continue
+            envs[task.id] = env
             base = target.work_url or self.settings.effective_work_url
             placed.append((task, target.name, placement.reason, workspace.task_url(base, task.id)))
         attempts = self.store.place_many(placed)
@@ -194,6 +202,7 @@ class Broker:
             }
             if self.settings.public_url:
                 runtime["api_url"] = self.settings.public_url
+            runtime.update(envs[task.id])
             try:
                 workspace.write_task(work_url, _public_document(task), runtime)
             except OSError as err:
@@ -365,6 +374,8 @@ class Broker:
     def _advance(
         self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None, changes: Changes
     ) -> None:
+        if attempt is None and task.state == State.INITIALIZING:
+            self.envs.check_waiting(task, changes)
         if attempt is None or task.work_url is None:
             return
         signature = workspace.status_signature(task.work_url, attempt.number)

@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--admin", action="store_true")
     p.set_defaults(func=cmd_token)
+
+    from bridge import cli_envs
+
+    cli_envs.add_parser(sub, with_settings, _settings)
     return parser
 
 

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.envs_config import EnvsConfig
+
 ContainerRuntime = Literal["auto", "none", "docker", "podman", "charliecloud"]
 
 
@@ -107,6 +109,7 @@ class Settings(BaseModel):
     )
     users: list[UserConfig] = Field(default_factory=list)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    envs: EnvsConfig = Field(default_factory=EnvsConfig)
 
     @property
     def effective_database_url(self) -> str:
