@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.tes import InvalidTask, TaskRequest
+from spack_envs.requests import PARAMETERS as ENV_PARAMETERS
+from spack_envs.requests import BadEnvRequest, request_from_parameters
+from spack_envs.targets import UnknownTarget
 
 SUPPORTED_BACKEND_PARAMETERS: dict[str, str] = {
     "target": "name of the target to run on (skips routing)",
@@ -23,6 +26,7 @@ SUPPORTED_BACKEND_PARAMETERS: dict[str, str] = {
     "microarchitecture": "minimum CPU microarchitecture (archspec name)",
     "container_runtime": "none, docker, podman or charliecloud",
     "max_retries": "retries after a system error or preemption",
+    **ENV_PARAMETERS,  # software built for the placement's CPU (spack_envs)
 }
 
 
@@ -53,6 +57,7 @@ def task_document(request: TaskRequest) -> dict[str, Any]:
             warnings.append(f"backend parameter {key!r} is not supported and was ignored")
     for key, value in kept.items():
         _check_parameter(key, value)
+    _check_environment(kept)
     resources["backend_parameters"] = kept
     if warnings:
         doc["_warnings"] = warnings
@@ -74,3 +79,18 @@ def _check_parameter(key: str, value: str) -> None:
                     }
                 ]
             )
+
+
+def _check_environment(params: dict[str, str]) -> None:
+    """A malformed software request is the submitter's error (400), not a failed task."""
+    try:
+        request = request_from_parameters(params, placement_target="x86_64")
+        if request is not None and params.get("bridge.arch"):
+            from spack_envs.targets import target
+
+            target(request.target)
+    except (BadEnvRequest, UnknownTarget) as err:
+        name = getattr(err, "field", "bridge.arch")
+        raise InvalidTask(
+            [{"field": f"resources.backend_parameters.{name}", "message": str(err)}]
+        ) from err

@@ -106,7 +106,8 @@ def test_an_image_is_built_once_pushed_and_reused(
 ) -> None:
     client, settings = live
     first = client.submit(_task("x86_64_v3"))
-    task = first.result(timeout=500)
+    task = first.wait(timeout=500)
+    assert task["state"] == "COMPLETE", (task, _reasons(client, first.id))
     log = task["logs"][-1]
     stdout = log["logs"][0]["stdout"]
     assert "six " in stdout and "jq-" in stdout
