@@ -38,6 +38,7 @@ KERNEL = Path(__file__).with_name("kernels") / "horner.c"
 
 
 def cached_resolve(data_dir: Path, lookups: int) -> tuple[float, float]:
+    data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=data_dir, targets=[TargetConfig(name="local", kind="local")])
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
