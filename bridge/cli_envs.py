@@ -59,6 +59,7 @@ def add_parser(
 
 
 def _broker(settings: Settings) -> EnvBroker:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.effective_database_url)
     upgrade(engine)
     return EnvBroker(settings, TaskStore(engine), builder_id=f"cli:{settings.data_dir}")

@@ -1,11 +1,12 @@
 """A task asking for pip and Debian packages for ``x86_64_v3`` gets an image built once.
 
 Real services: the broker and API in a thread, the Docker daemon and the OCI registry
-started by ``scripts/services/dockerd.sh`` and ``scripts/services/registry.sh`` (each
-test pushes to its own repository, so every run really builds).  The first task waits
-in INITIALIZING on the build, then runs in the pushed image with the docker runtime; a
-second identical task runs in the same image without a second build, and a task that
-asks for ``x86_64_v4`` on a ``zen2`` target is refused before anything is built.
+started by ``scripts/services/dockerd.sh`` and ``scripts/services/registry.sh``.  Each
+test pushes to its own repository, so every run builds and pushes (Docker's layer cache
+makes a repeated build quick; the first one on a machine takes a minute or two).  The
+first task waits in INITIALIZING on the build, then runs in the pushed image with the
+docker runtime; a second identical task runs in the same image without a second build;
+a task asking for an arm target on these x86 nodes is refused before anything is built.
 """
 
 from __future__ import annotations
