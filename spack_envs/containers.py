@@ -229,6 +229,16 @@ class ImageBuilder:
         out = self._run(["image", "inspect", "--format", fmt, reference], None)
         return dict(json.loads(out.strip() or "null") or {})
 
+    def pushed_digest(self, reference: str) -> str:
+        """The registry digest a local image was pushed with ('' if none is known)."""
+        out = self._run(["image", "inspect", "--format", "{{json .RepoDigests}}", reference], None)
+        repo = reference.rsplit(":", 1)[0]
+        for entry in json.loads(out.strip() or "null") or []:
+            name, _, digest = str(entry).partition("@")
+            if name == repo:
+                return digest
+        return ""
+
     def exists(self, reference: str) -> bool:
         argv = [self.engine, "image", "inspect", reference]
         return self.runner.run(argv, env=self.env, timeout=60).returncode == 0
@@ -283,7 +293,7 @@ class ImageBuilder:
         tag = "agent-" + hashlib.sha256(digest.encode()).hexdigest()[:24]
         reference = self.reference(tag, repository=f"{self.repository}-agent")
         if self.exists(reference):
-            return BuiltImage(reference, "")
+            return BuiltImage(reference, self.pushed_digest(reference))
         build_dir.mkdir(parents=True, exist_ok=True)
         log_path = build_dir / "build.log"
         with tempfile.TemporaryDirectory(prefix="bridge-agent-image-") as context:
