@@ -23,6 +23,7 @@ has no job.  A finished build is announced to ``envs.webhook_url`` when configur
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -42,7 +43,12 @@ from bridge.store import Changes, TaskRow, TaskStore, utcnow
 from schedulers.base import TargetInfo
 from spack_envs import targets
 from spack_envs.containers import compatibility_problem
-from spack_envs.requests import BadEnvRequest, EnvRequest, request_from_parameters
+from spack_envs.requests import (
+    BadEnvRequest,
+    EnvRequest,
+    request_from_parameters,
+    wants_environment,
+)
 from spack_envs.spack import CommandRunner
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,9 @@ class EnvBroker:
     def request_for(self, document: dict[str, Any], info: TargetInfo | None) -> EnvRequest | None:
         """The task's request on a target; :class:`BadEnvRequest` if malformed."""
         params = (document.get("resources") or {}).get("backend_parameters") or {}
-        host = (info.microarchitecture if info else None) or targets.host_microarchitecture()
+        if not wants_environment(params):  # most tasks: nothing to look up
+            return None
+        host = (info.microarchitecture if info else None) or _host_target()
         specs = params.get("bridge.spack")
         return request_from_parameters(
             params,
@@ -277,6 +285,11 @@ def default_runner(target: TargetConfig | None) -> CommandRunner | None:
     if target is not None and target.kind == "slurm" and target.runner == "local":
         return envs_build.SlurmRunner(partition=target.partition, env=target.env)
     return None
+
+
+@functools.cache
+def _host_target() -> str:
+    return targets.host_microarchitecture()
 
 
 def _read(path: Path) -> str:

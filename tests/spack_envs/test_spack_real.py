@@ -22,7 +22,8 @@ from spack_envs import targets
 from spack_envs.requests import EnvRequest
 from spack_envs.spack import SpackBuilder, find_spack, lock_targets
 
-pytestmark = [pytest.mark.envs, pytest.mark.spack, pytest.mark.slow]
+# A concretization over the whole recipe repository takes minutes on two busy cores.
+pytestmark = [pytest.mark.envs, pytest.mark.spack, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture
@@ -72,10 +73,10 @@ def test_a_task_runs_with_bzip2_built_for_the_hosts_target(
         {
             "name": "bzip2-task",
             "resources": {"backend_parameters": {"bridge.spack": "bzip2"}},
-            "executors": [{"image": "", "command": ["sh", "-c", script]}],
+            "executors": [{"image": "debian:bookworm", "command": ["sh", "-c", script]}],
         }
     )
-    task = future.wait(timeout=900)
+    task = future.wait(timeout=1700)
     builds = EnvBuildStore(make_engine(settings.effective_database_url)).list()
     assert task["state"] == "COMPLETE", [b.log_tail(30) for b in builds]
     assert [(b.status, b.target, b.format) for b in builds] == [("ready", host, "spack")]
