@@ -95,3 +95,13 @@ def test_a_task_runs_with_bzip2_built_for_the_hosts_target(
     march = next(f for f in flags.split() if f.startswith(("-march=", "-mcpu=")))
     target_args = [line for line in recorded.splitlines() if "SPACK_TARGET_ARGS" in line]
     assert target_args and all(march in line for line in target_args), target_args
+
+
+def test_containerize_writes_a_recipe_pinned_to_the_target(
+    spack: SpackBuilder, tmp_path: Path
+) -> None:
+    request = EnvRequest(target="x86_64_v3", format="spack", specs=("bzip2",))
+    env_dir = spack.create(request, tmp_path / "c")
+    recipe = spack.containerize(env_dir, tmp_path / "c" / "build.log")
+    assert "FROM " in recipe
+    assert "target=x86_64_v3" in recipe and "bzip2" in recipe
