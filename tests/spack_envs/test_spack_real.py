@@ -31,7 +31,7 @@ def spack() -> SpackBuilder:
     if find_spack(os.environ) is None:
         pytest.skip(
             "spack not found: not on PATH and no $SPACK_ROOT/bin/spack "
-            "(README, 'Software environments', says how to set up Spack 1.1.0)"
+            "(README, 'Spack versions', says how to set up Spack 1.1.0)"
         )
     return SpackBuilder(env=dict(os.environ), timeout=900)
 
