@@ -44,6 +44,7 @@ from bridge.attempts import (
     job_name,
 )
 from bridge.config import Settings, TargetConfig
+from bridge.envs_broker import EnvBroker
 from bridge.retry_policy import next_attempt
 from bridge.router import Candidate, Request, route
 from bridge.states import InvalidTransition, State
@@ -88,6 +89,7 @@ class Broker:
         self._cancel_sent: set[str] = set()
         self._status_seen: dict[int, tuple[int, int]] = {}  # attempt id -> status.json stat
         self._last_probe = 0.0
+        self.envs = EnvBroker(settings, store)  # software builds tasks wait on
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -106,6 +108,7 @@ class Broker:
         self._tasks = []
         for backend in self.backends.values():
             await backend.close()
+        self.envs.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -273,7 +276,11 @@ class Broker:
         if target is None or task.work_url is None:
             return None
         try:
-            self._write_task(task, target, task.work_url, attempt.number)
+            if not workspace.has_task(task.work_url):  # the crash came before it was written
+                env = self.envs.admit(task, target, self.infos.get(target.name))
+                if env is None:
+                    return None
+                self._write_task(task, target, task.work_url, attempt.number, env)
         except OSError as err:
             self._fail(task.id, f"could not write the work directory {task.work_url}: {err}")
             return None
@@ -290,6 +297,7 @@ class Broker:
         history = self.store.attempts_for(t.seq for t in retried) if retried else {}
         placed: list[tuple[TaskRow, str, str, str]] = []
         spot: dict[str, bool] = {}  # task id -> may run on preemptible capacity
+        envs: dict[str, dict[str, Any]] = {}
         for task in tasks:
             req = Request.from_requirements(task.requirements, task.owner, task.document)
             advice = next_attempt(
@@ -317,6 +325,10 @@ class Broker:
                 state, self.settings, req, placement.target, placement.est_cost_usd
             )
             target = self.configs[placement.target]
+            env = self.envs.admit(task, target, self.infos.get(target.name))
+            if env is None:  # waiting for its software build, or refused
+                continue
+            envs[task.id] = env
             base = target.work_url or self.settings.effective_work_url
             placed.append((task, target.name, placement.reason, workspace.task_url(base, task.id)))
             spot[task.id] = req.preemptible  # after a preemption the policy may say no
@@ -325,7 +337,7 @@ class Broker:
         for (task, name, reason, work_url), attempt in zip(placed, attempts, strict=True):
             target = self.configs[name]
             try:
-                self._write_task(task, target, work_url, attempt.number)
+                self._write_task(task, target, work_url, attempt.number, envs[task.id])
             except OSError as err:
                 self._fail(task.id, f"could not write the work directory {work_url}: {err}")
                 continue
@@ -333,7 +345,14 @@ class Broker:
             subs.append(_Submission(task, attempt, spec, reason))
         return subs
 
-    def _write_task(self, task: TaskRow, target: TargetConfig, work_url: str, n: int) -> None:
+    def _write_task(
+        self,
+        task: TaskRow,
+        target: TargetConfig,
+        work_url: str,
+        n: int,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         runtime: dict[str, Any] = {
             "container_runtime": task.requirements.container_runtime or target.container_runtime,
             "attempt": n,
@@ -344,6 +363,7 @@ class Broker:
         }
         if self.settings.public_url:
             runtime["api_url"] = self.settings.public_url
+        runtime.update(extra or {})  # the software environment the task runs with
         workspace.write_task(work_url, _public_document(task), runtime)
 
     def _retries(self, task: TaskRow) -> int:
@@ -547,6 +567,8 @@ class Broker:
     def _advance(
         self, task: TaskRow, attempt: AttemptRow | None, job: JobStatus | None, changes: Changes
     ) -> None:
+        if (attempt is None or attempt.finished) and task.state == State.INITIALIZING:
+            self.envs.check_waiting(task, changes)
         if attempt is None or task.work_url is None or attempt.phase != Phase.SUBMITTED:
             return
         signature = workspace.status_signature(task.work_url, attempt.number)

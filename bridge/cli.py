@@ -454,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge import cli_doctor
 
     cli_doctor.add_commands(sub, with_settings)
+
+    from bridge import cli_envs
+
+    cli_envs.add_parser(sub, with_settings, _settings)
     return parser
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bridge.envs_config import EnvsConfig
 from bridge.routing_policy import Budget, RoutingPolicy, TargetRouting
 from schedulers import registry
 
@@ -127,6 +128,7 @@ class Settings(BaseModel):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     routing: RoutingPolicy = Field(default_factory=lambda: RoutingPolicy())
     budgets: list[Budget] = Field(default_factory=list)
+    envs: EnvsConfig = Field(default_factory=EnvsConfig)
 
     @property
     def effective_database_url(self) -> str:

@@ -119,3 +119,22 @@ class ApiToken(SQLModel, table=True):
     created_time: datetime
     expires_time: datetime | None = None
     revoked: bool = Field(default=False)
+
+
+class EnvBuild(SQLModel, table=True):
+    """One software environment build, shared by every task wanting its content key."""
+
+    __tablename__ = "env_builds"
+
+    key: str = Field(primary_key=True, max_length=64)
+    target: str = Field(max_length=64)
+    format: str = Field(max_length=16)
+    status: str = Field(default="building", max_length=16)  # building | ready | failed
+    request: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # image reference@digest, or the view path and spack.lock hash, as JSON
+    artifact: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    log: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    builder: str = Field(default="", max_length=256)  # the broker running the build
+    created_time: datetime
+    updated_time: datetime

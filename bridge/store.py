@@ -395,22 +395,24 @@ class TaskStore:
             for r in rows
         ]
 
-    def transition(self, task_id: str, to: State, reason: str = "") -> bool:
-        """Move one task to ``to``; ``False`` if it was already there.
+    def transition(self, task_id: str, to: State, reason: str = "", **fields: Any) -> bool:
+        """Move one task to ``to`` (and set ``fields`` of its row); ``False`` if it was
+        already there (the fields are set all the same).
 
         The same rule as :meth:`transition_many` (one table, one writer); for a single
         task a refused change is an error: :class:`InvalidTransition`, or
         :class:`TaskNotFound`.
         """
         with self.engine.begin() as conn:
-            if self._transition_many(conn, to, [(task_id, reason)]):
-                return True
+            moved = bool(self._transition_many(conn, to, [(task_id, reason)]))
             row = conn.execute(select(T.c.state).where(T.c.id == task_id)).first()
-        if row is None:
-            raise TaskNotFound(task_id)
-        if State(row.state) == to:
-            return False
-        raise InvalidTransition(task_id, State(row.state), to)
+            if row is None:
+                raise TaskNotFound(task_id)
+            if not moved and State(row.state) != to:
+                raise InvalidTransition(task_id, State(row.state), to)
+            if fields:
+                conn.execute(update(T).where(T.c.id == task_id).values(**fields))
+        return moved
 
     def transition_many(self, to: State, items: Sequence[tuple[str, str]]) -> list[str]:
         """Move many tasks to ``to`` in one transaction; ``items`` are ``(task_id, reason)``.

@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.requirements import read_requirements
-from bridge.tes import TaskRequest
+from bridge.tes import InvalidTask, TaskRequest
+from spack_envs.requests import BadEnvRequest, request_from_parameters
+from spack_envs.targets import UnknownTarget
 
 
 def task_document(request: TaskRequest) -> dict[str, Any]:
     doc = request.model_dump(exclude_none=True)
     requirements, kept, warnings = read_requirements(doc)
+    _check_environment(kept)
     resources = doc.get("resources")
     if resources is not None and resources.get("backend_parameters") is not None:
         resources["backend_parameters"] = kept
@@ -25,3 +28,14 @@ def task_document(request: TaskRequest) -> dict[str, Any]:
     if warnings:
         doc["_warnings"] = warnings
     return doc
+
+
+def _check_environment(params: dict[str, str]) -> None:
+    """A malformed software request is the submitter's error (400), not a failed task."""
+    try:
+        request_from_parameters(params, placement_target="x86_64")
+    except (BadEnvRequest, UnknownTarget) as err:
+        name = getattr(err, "field", "bridge.arch")
+        raise InvalidTask(
+            [{"field": f"resources.backend_parameters.{name}", "message": str(err)}]
+        ) from err

@@ -41,6 +41,15 @@ def write_task(url: str, task: Mapping[str, Any], runtime: Mapping[str, Any]) ->
     wd.write_task(wd.open_workdir(url), task, runtime)
 
 
+def has_task(url: str) -> bool:
+    """Whether ``task.json`` is in the work directory."""
+    try:
+        wd.read_task(wd.open_workdir(url))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def read_status(url: str, attempt: int) -> dict[str, Any] | None:
     try:
         return wd.read_status(wd.open_workdir(url), attempt)

@@ -48,6 +48,7 @@ from bridge.agent.runtime import (
     container_name,
     plan_launch,
 )
+from bridge.agent.spack_env import environment_of, with_image, with_view
 from bridge.agent.staging import CopyStager, Stager, prepare_layout, stage_inputs, upload_outputs
 from bridge.agent.status import TOKEN_ENV, ApiPoster, StatusReporter, api_token, now
 from bridge.agent.task import Executor, RuntimeSettings, Task, parse_runtime, parse_task
@@ -197,8 +198,11 @@ class Attempt:
         binds = paths.binds(self.task)
         base_env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
         launches: list[Launch] = []
+        environment = environment_of(self.runtime.extra)  # the software built for the task
         for index, ex in enumerate(self.task.executors):
+            ex = with_image(ex, environment)
             kind, notes = selector.choose(ex.image)
+            ex = with_view(ex, environment, base_env, kind is not RuntimeKind.NONE)
             for note in notes:
                 self.reporter.log(f"executor {index}: {note}")
             if kind is RuntimeKind.NONE:

@@ -7,7 +7,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-home="${DOCKERD_HOME:-$repo/.services/docker}"
+mkdir -p "$repo/.services"
+home="${DOCKERD_HOME:-$(cd "$repo/.services" && pwd -P)/docker}"
 sock="$home/docker.sock"
 image="bridge-base:bookworm"
 export DOCKER_HOST="unix://$sock"
