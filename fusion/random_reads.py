@@ -73,7 +73,9 @@ class RandomReader:
         self.submit = submit
         self.budget = budget
         self.bs = source.block_size
-        self._lock = threading.Lock()
+        # Re-entrant: a GET that completes at once runs its callback inside _start,
+        # which holds the lock already.
+        self._lock = threading.RLock()
         #: block -> (first block of its GET, the GET)
         self._inflight: dict[int, tuple[int, Future[bytes]]] = {}
         self.gets = 0

@@ -67,7 +67,9 @@ class SmallObjects:
         self.ahead = ahead
         self.max_bytes = max_bytes
         self.clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: a fetch that fails at once runs its done-callback inside _start,
+        # which holds the lock already.
+        self._lock = threading.RLock()
         self._done: OrderedDict[tuple[str, str], _Fetched] = OrderedDict()
         self._bytes = 0
         self._inflight: dict[tuple[str, str], Future[_Fetched]] = {}
