@@ -637,6 +637,13 @@ class FusionFS:
         if handle.writable:
             self._commit(handle.node)
 
+    def read_only_handle(self, fh: int) -> bool:
+        """Whether ``fh`` was opened read-only: its flush is a no-op and its release never
+        waits on the network, so the adapter answers both without a thread hop."""
+        with self._lock:
+            handle = self._files.get(fh)
+        return handle is not None and not handle.writable and handle.node.session is None
+
     def fsync(self, fh: int) -> None:
         self.flush(fh)
 

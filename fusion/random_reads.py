@@ -6,10 +6,14 @@ one connection's bandwidth, and the next read nearby paid it all again. Here a m
 
 * is split into one GET per block it touches (1 MiB blocks), sent in parallel, so a
   large read costs one round trip at the bandwidth of several connections;
-* also fetches the blocks that follow it, up to ``span`` bytes (``FACTOR`` times the
-  read, at most ``MAX_SPAN``), in larger pieces and in the background - the read waits
-  only for its own blocks. Readers at random offsets rarely jump uniformly: they read
-  records near each other, and a later read that lands in the span is a cache hit;
+* also fetches the blocks that follow it, up to a span of ``factor`` times the read (at
+  most ``MAX_SPAN``), in larger pieces and in the background - the read waits only for
+  its own blocks. Readers at random offsets often read records near each other, and a
+  later read that lands in the span is a cache hit. The factor adapts: it doubles (up
+  to ``MAX_FACTOR``) whenever a read is served by blocks fetched earlier, and halves
+  whenever a read misses outright - so uniformly scattered reads soon stop paying for
+  neighbours nobody reads (at factor 0 a miss fetches exactly its bytes, and every
+  ``PROBE``-th miss tries a span again);
 * keeps every fetched block in the disk block cache (bounded, LRU), even for objects
   too large to be cached while streaming;
 * never starts or grows a sequential window: a random pattern stays random.
@@ -30,12 +34,17 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
 
-__all__ = ["FACTOR", "MAX_SPAN", "RandomReader"]
+__all__ = ["FACTOR", "MAX_FACTOR", "MAX_SPAN", "RandomReader"]
 
-#: A miss of n bytes fetches up to FACTOR * n bytes from where it starts ...
-FACTOR = 16
-#: ... but never more than this.
+#: A miss of n bytes fetches up to factor * n bytes from where it starts; the factor
+#: starts here ...
+FACTOR = 4
+#: ... adapts between 0 and this ...
+MAX_FACTOR = 16
+#: ... and the span never exceeds this.
 MAX_SPAN = 16 * 1024 * 1024
+#: At factor 0, every PROBE-th miss fetches a span again, to notice locality returning.
+PROBE = 16
 #: Blocks per background GET (the read's own blocks are one GET each).
 PIECE_BLOCKS = 4
 
@@ -80,6 +89,8 @@ class RandomReader:
         self._inflight: dict[int, tuple[int, Future[bytes]]] = {}
         self.gets = 0
         self.hits = 0
+        self.factor = FACTOR
+        self._misses_at_zero = 0
 
     def _start(self, first: int, last: int, background: bool) -> None:
         """One GET for blocks ``first..last`` (lock held)."""
@@ -109,7 +120,20 @@ class RandomReader:
 
     def span_end(self, offset: int, end: int) -> int:
         """Where the fetch around a miss of ``[offset, end)`` stops."""
-        return max(end, min(self.source.size, offset + min(MAX_SPAN, FACTOR * (end - offset))))
+        span = min(MAX_SPAN, self.factor * (end - offset))
+        return max(end, min(self.source.size, offset + span))
+
+    def _adapt(self, served_by_earlier: bool) -> None:
+        """Grow the span while fetched neighbours get read, shrink it while they do not."""
+        with self._lock:
+            if served_by_earlier:
+                self.factor = min(MAX_FACTOR, max(1, self.factor * 2))
+            elif self.factor > 0:
+                self.factor //= 2
+            else:
+                self._misses_at_zero += 1
+                if self._misses_at_zero % PROBE == 0:
+                    self.factor = 1
 
     def read(self, offset: int, end: int) -> bytes:
         """Bytes ``[offset, end)`` (``end`` within the object)."""
@@ -117,6 +141,10 @@ class RandomReader:
             return self._exact(offset, end)
         bs = self.bs
         first, last = offset // bs, (end - 1) // bs
+        if self.factor == 0 and not all(self.source.has_block(b) for b in range(first, last + 1)):
+            # Scattered reads: neighbours went unread. Exactly the bytes asked for.
+            self._adapt(False)
+            return self._exact(offset, end)
         span_end = self.span_end(offset, end)
         span_last = max(last, (span_end - 1) // bs)
         have: dict[int, bytes] = {}
@@ -139,6 +167,7 @@ class RandomReader:
                 waits[b] = self._inflight[b]
             if not waits:
                 self.hits += 1
+            self._adapt(not missed)
             # Only a miss fetches around itself: hits inside an earlier span do not
             # extend it, so scattered reads never snowball into a full download.
             b = last + 1 if missed else span_last + 1
