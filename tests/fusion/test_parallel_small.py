@@ -62,7 +62,6 @@ def test_parallel_readers_of_a_folder_cost_a_few_requests_per_file(
 
     sent = fault_proxy.requests[before:]
     kinds = Counter(_kind(method, path) for method, path in sent)
-    print(f"{len(sent)} requests for {FILES} files: {dict(kinds)}")
     gets = Counter(path for method, path in sent if _kind(method, path) == "GET")
     assert len(sent) <= PER_FILE * FILES, f"{len(sent)} requests for {FILES} files: {kinds}"
     assert max(gets.values()) <= 2, f"an object was fetched {max(gets.values())} times"
