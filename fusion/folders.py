@@ -22,7 +22,9 @@ What it does not prove. A listing carries no user metadata, so an object small e
 to be a symlink (see :mod:`fusion.symlinks`) still gets a HEAD to learn its type.
 
 Freshness. A page is trusted for the metadata TTL from the moment its LIST was sent,
-like any other answer (see :mod:`fusion.meta_cache`). Changes made through this mount
+like any other answer (see :mod:`fusion.meta_cache`). A page still in use past half its
+TTL is listed again in the background, so readers of a busy folder never wait for an
+expired listing (one LIST per page per half TTL while the folder is being read). Changes made through this mount
 drop the folder's pages (:meth:`FolderIndex.changed`), and a LIST that was in flight
 during such a change is not kept.
 """
@@ -33,7 +35,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from fusion.inodes import Kind
@@ -72,8 +74,10 @@ class FolderIndex:
         ttl: float,
         max_pages: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        pool: Executor | None = None,
     ) -> None:
         self.store = store
+        self.pool = pool
         self.meta = meta
         self.ttl = ttl
         self.max_pages = max_pages
@@ -101,10 +105,26 @@ class FolderIndex:
                 self._pages[folder] = alive
             else:
                 del self._pages[folder]
-        for page in alive:
+        for page in reversed(alive):  # the newest first
             if page.covers(key):
                 return page
         return None
+
+    def _refresh_soon(self, folder: tuple[str, str], page: _Page) -> None:
+        """Re-list a page in use that is past half its life, in the background (lock held).
+
+        Lookups keep using the page - still within its TTL - while the new one is
+        fetched, so a busy folder never stalls its readers on an expired listing.
+        """
+        if self.pool is None or self.clock() - page.at < self.ttl / 2:
+            return
+        running = self._inflight.setdefault(folder, {})
+        if page.after in running:
+            return
+        fut: Future[None] = Future()
+        running[page.after] = fut
+        generation = self._generation.get(folder, 0)
+        self.pool.submit(self._list, folder[0], folder[1], page.after, generation, fut)
 
     def lookup(self, bucket: str, prefix: str, name: str) -> Resolution | None:
         """What ``prefix + name`` is, from a listing of the folder; ``None`` if unknown."""
@@ -133,6 +153,8 @@ class FolderIndex:
                         mine = True
                         generation = self._generation.get(folder, 0)
             if page is not None:
+                with self._lock:
+                    self._refresh_soon(folder, page)
                 return self._answer(bucket, key, page.entries.get(name))
             if mine:
                 self._list(bucket, prefix, after, generation, fut)

@@ -141,13 +141,13 @@ class FusionFS:
         self.started = time.time()
         self.inodes = InodeTable()
         self.meta = MetaCache(config.metadata_ttl)
-        self.folders = FolderIndex(store, self.meta, config.metadata_ttl)
         # Buckets are created and deleted rarely, and never through the mount.
         self._buckets: dict[str, tuple[bool, float]] = {}
         self.cache = ChunkCache(os.path.join(config.cache_dir, "blocks"), config.cache_bytes)
         self.spool_dir = os.path.join(config.cache_dir, "spool")
         os.makedirs(self.spool_dir, exist_ok=True)
         self.fetch_pool = ThreadPoolExecutor(config.fetch_threads, "fusion-get")
+        self.folders = FolderIndex(store, self.meta, config.metadata_ttl, pool=self.fetch_pool)
         self.upload_pool = ThreadPoolExecutor(config.upload_threads, "fusion-put")
         self.read_budget = ReadBudget(2 * config.max_window)
         self.small = SmallObjects(
