@@ -5,20 +5,27 @@
     byte, at most 90 MB/s per connection - which is roughly S3 as a cloud node sees it.
 
 In each setting, runs interleaved (every tool once per round, so that load from other
-processes on the machine hits all of them alike), the median reported:
+processes on the machine hits all of them alike), the median reported. Every
+measurement is on a fresh mount with the kernel's page cache dropped first, so no
+tool reads what an earlier run left in memory:
 
-* cold sequential read of a 1 GiB object: ``dd bs=1M`` from a fresh Fusion mount, from
-  a fresh ``s3fs`` mount and a fresh ``rclone mount`` (Debian binaries, default options),
-  and ``boto3 download_file`` (default transfer settings) to local disk;
+* cold sequential read of a 1 GiB object: ``dd bs=1M`` from Fusion, ``s3fs`` and
+  ``rclone mount`` (Debian binaries, default options), and ``boto3 download_file``
+  (default transfer settings) to local disk;
+* random reads: 256 ``pread`` calls of 1 MiB at seeded offsets of the 1 GiB object, one
+  reader;
+* 1,000 files of 64 KiB read one after another (``cat`` per file, the shell's glob lists
+  the directory first);
+* the same files read by 16 readers in parallel (``xargs -P 16 cat`` over a list of
+  their names, as tasks reading a sample sheet's files do - no directory listing);
 * sequential write of 1 GiB: ``dd bs=1M`` into the mount (the close included, which is
   when the upload completes) versus ``boto3 upload_file``;
-* ``cat`` of 1,000 64 KiB files one after another (the shell's glob lists the directory
-  first), per tool;
 * the Fusion mount's peak RSS (VmHWM) over all its runs.
 
-The last line printed is one JSON object with the ratios. Needs root, /dev/fuse, node
-and npm (s3rver), s3fs and rclone; ``scripts/services/s3rver.sh`` installs and starts
-what is missing. Takes ~10 minutes.
+``--quick`` runs one round of each case (a few minutes) instead of three. The last line
+printed is one JSON object with the ratios. Needs root, /dev/fuse, node and npm
+(s3rver), s3fs and rclone; ``scripts/services/s3rver.sh`` installs and starts what is
+missing.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,7 +272,20 @@ class RcloneMount:
 
 
 # -- measurements ------------------------------------------------------------------------------
+Tool = FusionMount | S3fsMount | RcloneMount
+RANDOM_READS = 256
+RANDOM_SEED = 14
+
+
+def drop_caches() -> None:
+    """Empty the kernel's page cache (root only; best effort elsewhere)."""
+    subprocess.run(["sync"], check=False)
+    with suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
 def _timed(fn: Callable[[], None]) -> float:
+    drop_caches()
     start = time.monotonic()
     fn()
     return time.monotonic() - start
@@ -275,7 +295,7 @@ def dd(src: Path, dst: str) -> None:
     subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M"], check=True, capture_output=True)
 
 
-def read_mount(tool: FusionMount | S3fsMount | RcloneMount) -> float:
+def read_mount(tool: Tool) -> float:
     with tool.mounted() as root:
         seconds = _timed(lambda: dd(root / BIG, "/dev/null"))
     return GiB / MiB / seconds
@@ -287,6 +307,33 @@ def read_boto3(port: int, work: Path) -> float:
     seconds = _timed(lambda: client.download_file(BUCKET, BIG, str(target)))
     target.unlink()
     return GiB / MiB / seconds
+
+
+_RANDOM_SCRIPT = """
+import os, random, sys
+path, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+rng = random.Random(seed)
+for _ in range(n):
+    off = rng.randrange(0, size - (1 << 20))
+    got = os.pread(fd, 1 << 20, off)
+    assert len(got) == 1 << 20, (off, len(got))
+os.close(fd)
+"""
+
+
+def random_mount(tool: Tool) -> float:
+    """MiB/s of RANDOM_READS 1 MiB preads at seeded (unaligned) offsets, one reader."""
+    with tool.mounted() as root:
+        seconds = _timed(
+            lambda: subprocess.run(
+                [sys.executable, "-c", _RANDOM_SCRIPT, str(root / BIG), str(RANDOM_READS),
+                 str(RANDOM_SEED)],
+                check=True,
+            )
+        )  # fmt: skip
+    return RANDOM_READS / seconds
 
 
 def write_fusion(tool: FusionMount, local: Path, n: int) -> float:
@@ -301,7 +348,8 @@ def write_boto3(port: int, local: Path, n: int) -> float:
     return GiB / MiB / seconds
 
 
-def small_files(tool: FusionMount | S3fsMount | RcloneMount) -> float:
+def small_files(tool: Tool) -> float:
+    """Files/s reading the small files one after another (a glob lists them first)."""
     script = 'for f in "$1"/*; do cat "$f"; done > /dev/null'
     with tool.mounted() as root:
         seconds = _timed(
@@ -312,57 +360,81 @@ def small_files(tool: FusionMount | S3fsMount | RcloneMount) -> float:
     return SMALL_COUNT / seconds
 
 
+def small_parallel(tool: Tool, work: Path) -> float:
+    """Files/s with 16 readers in parallel over the names (no listing first)."""
+    with tool.mounted() as root:
+        sheet = work / f"sheet-{tool.name}.txt"
+        folder = root / SMALL_PREFIX.rstrip("/")
+        sheet.write_text("".join(f"{folder}/f{i:04d}\n" for i in range(SMALL_COUNT)))
+        seconds = _timed(
+            lambda: subprocess.run(
+                ["sh", "-c", 'xargs -a "$1" -P 16 -n 8 cat > /dev/null', "sh", str(sheet)],
+                check=True,
+            )
+        )
+    return SMALL_COUNT / seconds
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else 0.0
 
 
+def _show(label: str, what: str, i: int, res: dict[str, list[float]]) -> None:
+    log(f"[{label}] {what} round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in res.items()))
+
+
 def run_setting(
-    label: str, port: int, work: Path, local: Path, read_runs: int, write_runs: int,
+    label: str, port: int, work: Path, local: Path, rounds: int, write_runs: int,
     fusion: FusionMount,
 ) -> dict[str, float]:  # fmt: skip
     s3fs, rclone = S3fsMount(work, port), RcloneMount(work, port)
+    mounts: list[Tool] = [fusion, s3fs, rclone]
     reads: dict[str, list[float]] = {"fusion": [], "boto3": [], "s3fs": [], "rclone": []}
-    for i in range(read_runs):
+    rand: dict[str, list[float]] = {t.name: [] for t in mounts}
+    small: dict[str, list[float]] = {t.name: [] for t in mounts}
+    par: dict[str, list[float]] = {t.name: [] for t in mounts}
+    for i in range(rounds):
         reads["fusion"].append(read_mount(fusion))
         reads["boto3"].append(read_boto3(port, work))
         reads["s3fs"].append(read_mount(s3fs))
         reads["rclone"].append(read_mount(rclone))
-        log(
-            f"[{label}] read round {i + 1}: "
-            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in reads.items())
-        )
+        _show(label, "read MiB/s", i, reads)
+        for tool in mounts:
+            rand[tool.name].append(random_mount(tool))
+        _show(label, "random MiB/s", i, rand)
+        for tool in mounts:
+            par[tool.name].append(small_parallel(tool, work))
+        _show(label, "parallel small files/s", i, par)
+        for tool in mounts:
+            small[tool.name].append(small_files(tool))
+        _show(label, "small files/s", i, small)
     writes: dict[str, list[float]] = {"fusion": [], "boto3": []}
     for i in range(write_runs):
         writes["fusion"].append(write_fusion(fusion, local, i))
         writes["boto3"].append(write_boto3(port, local, i))
-        log(
-            f"[{label}] write round {i + 1}: "
-            + ", ".join(f"{k} {v[-1]:.0f}" for k, v in writes.items())
-        )
-    small = {
-        "fusion": small_files(fusion),
-        "s3fs": small_files(s3fs),
-        "rclone": small_files(rclone),
-    }
-    log(f"[{label}] small files/s: " + ", ".join(f"{k} {v:.0f}" for k, v in small.items()))
+        _show(label, "write MiB/s", i, writes)
     store = S3ObjectStore(config(LOOPBACK_PORT))
     for i in range(write_runs):
         store.delete(BUCKET, f"written-{i}.bin")
         store.delete(BUCKET, f"uploaded-{i}.bin")
     out = {f"read_{k}_mibs": median(v) for k, v in reads.items()}
+    out |= {f"random_{k}_mibs": median(v) for k, v in rand.items()}
     out |= {f"write_{k}_mibs": median(v) for k, v in writes.items()}
-    out |= {f"small_{k}_files_per_s": v for k, v in small.items()}
+    out |= {f"small_{k}_files_per_s": median(v) for k, v in small.items()}
+    out |= {f"smallpar_{k}_files_per_s": median(v) for k, v in par.items()}
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "fusion-bench"))
-    p.add_argument("--loopback-runs", type=int, default=3)
-    p.add_argument("--emulated-runs", type=int, default=5)
-    p.add_argument("--write-runs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of every case, per setting")
+    p.add_argument("--write-runs", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="one round of every case")
     p.add_argument("--cache-size", type=int, default=512 * MiB)
     a = p.parse_args()
+    if a.quick:
+        a.rounds, a.write_runs = 1, 1
     for tool in ("s3fs", "rclone", "fusermount3", "dd"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (see scripts/services/s3rver.sh)")
@@ -371,14 +443,10 @@ def main() -> None:
     local = prepare(work)
     started = time.monotonic()
     fusion_lo = FusionMount(work, LOOPBACK_PORT, a.cache_size)
-    loop = run_setting(
-        "loopback", LOOPBACK_PORT, work, local, a.loopback_runs, a.write_runs, fusion_lo
-    )
+    loop = run_setting("loopback", LOOPBACK_PORT, work, local, a.rounds, a.write_runs, fusion_lo)
     fusion_em = FusionMount(work, PROXY_PORT, a.cache_size)
     with throttle_proxy():
-        emu = run_setting(
-            "emulated", PROXY_PORT, work, local, a.emulated_runs, a.write_runs, fusion_em
-        )
+        emu = run_setting("emulated", PROXY_PORT, work, local, a.rounds, a.write_runs, fusion_em)
     for label, res in (("loopback", loop), ("emulated", emu)):
         print(f"== {label} ==")
         for k, v in res.items():
@@ -395,9 +463,20 @@ def main() -> None:
         "read_vs_s3fs_emulated": ratio(emu["read_fusion_mibs"], emu["read_s3fs_mibs"]),
         "read_vs_boto3_emulated": ratio(emu["read_fusion_mibs"], emu["read_boto3_mibs"]),
         "read_vs_rclone_emulated": ratio(emu["read_fusion_mibs"], emu["read_rclone_mibs"]),
+        "smallpar_vs_s3fs_emulated": ratio(
+            emu["smallpar_fusion_files_per_s"], emu["smallpar_s3fs_files_per_s"]
+        ),
+        "smallpar_vs_s3fs_loopback": ratio(
+            loop["smallpar_fusion_files_per_s"], loop["smallpar_s3fs_files_per_s"]
+        ),
         "small_vs_s3fs_emulated": ratio(
             emu["small_fusion_files_per_s"], emu["small_s3fs_files_per_s"]
         ),
+        "small_vs_s3fs_loopback": ratio(
+            loop["small_fusion_files_per_s"], loop["small_s3fs_files_per_s"]
+        ),
+        "random_vs_s3fs_emulated": ratio(emu["random_fusion_mibs"], emu["random_s3fs_mibs"]),
+        "random_vs_s3fs_loopback": ratio(loop["random_fusion_mibs"], loop["random_s3fs_mibs"]),
         "write_vs_boto3": min(
             ratio(loop["write_fusion_mibs"], loop["write_boto3_mibs"]),
             ratio(emu["write_fusion_mibs"], emu["write_boto3_mibs"]),
@@ -406,6 +485,7 @@ def main() -> None:
         "write_vs_boto3_emulated": ratio(emu["write_fusion_mibs"], emu["write_boto3_mibs"]),
         "peak_rss_mib": round(peak, 1),
         "cache_size_mib": a.cache_size // MiB,
+        "rounds": a.rounds,
         "loopback": {k: round(v, 1) for k, v in loop.items()},
         "emulated": {k: round(v, 1) for k, v in emu.items()},
         "seconds": round(time.monotonic() - started),

@@ -42,6 +42,7 @@ from fusion.errors import (
     UnsupportedOperation,
     UploadFailed,
 )
+from fusion.folders import FolderIndex
 from fusion.inodes import ROOT_INO, Inode, InodeTable, Kind
 from fusion.listing import NAME_MAX, DirListing, Entry, kind_of, valid_name
 from fusion.meta_cache import MISSING, MetaCache, Resolution
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 SCHEME = "s3"
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+#: How long a bucket's existence (HeadBucket) is trusted, seconds.
+BUCKET_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,13 @@ class FusionFS:
         self.started = time.time()
         self.inodes = InodeTable()
         self.meta = MetaCache(config.metadata_ttl)
+        # Buckets are created and deleted rarely, and never through the mount.
+        self._buckets: dict[str, tuple[bool, float]] = {}
         self.cache = ChunkCache(os.path.join(config.cache_dir, "blocks"), config.cache_bytes)
         self.spool_dir = os.path.join(config.cache_dir, "spool")
         os.makedirs(self.spool_dir, exist_ok=True)
         self.fetch_pool = ThreadPoolExecutor(config.fetch_threads, "fusion-get")
+        self.folders = FolderIndex(store, self.meta, config.metadata_ttl, pool=self.fetch_pool)
         self.upload_pool = ThreadPoolExecutor(config.upload_threads, "fusion-put")
         self.read_budget = ReadBudget(2 * config.max_window)
         self.small = SmallObjects(
@@ -198,6 +204,10 @@ class FusionFS:
             mtime = node.extra.get("wmtime", mtime)  # type: ignore[assignment]
         return Attr(node.ino, node.kind.mode_bits, node.size, mtime, 1, cfg.uid, cfg.gid)
 
+    def _folder_changed(self, bucket: str, prefix: str) -> None:
+        self.meta.drop_listing(bucket, prefix)
+        self.folders.changed(bucket, prefix)
+
     def _kind_of(self, info: ObjectInfo) -> Kind:
         return kind_of(info)
 
@@ -225,18 +235,27 @@ class FusionFS:
         if parent.kind is Kind.SCHEME:
             if self.config.buckets and name not in self.config.buckets:
                 return MISSING
-            cached = self.meta.get("", name)
-            if cached is not None:
-                return cached
-            res = Resolution(Kind.BUCKET) if self.store.bucket_exists(name) else MISSING
-            self.meta.put("", name, res)
-            return res
+            known = self._buckets.get(name)
+            if known is None or time.monotonic() - known[1] > BUCKET_TTL:
+                known = (self.store.bucket_exists(name), time.monotonic())
+                self._buckets[name] = known
+            return Resolution(Kind.BUCKET) if known[0] else MISSING
         key = parent.child_key(name)
         local = self.inodes.child(parent.ino, name)
         if local is not None and local.session is not None and not local.unlinked:
             return Resolution(local.kind, local.info)
         found = self.meta.get(parent.bucket, key) or self.small.pending(parent.bucket, key)
+        if found is None:
+            found = self.folders.lookup(parent.bucket, parent.key, name)
         return found if found is not None else self._resolve(parent.bucket, key)
+
+    def _known(self, bucket: str, key: str) -> Resolution | None:
+        """A fresh answer for ``key`` without a request of its own (a shared LIST at most)."""
+        res = self.meta.get(bucket, key)
+        if res is None:
+            cut = key.rfind("/") + 1
+            res = self.folders.lookup(bucket, key[:cut], key[cut:])
+        return res
 
     def _materialize(self, parent: Inode, name: str, res: Resolution) -> Inode:
         assert res.kind is not None
@@ -286,7 +305,7 @@ class FusionFS:
             return
         if node.unlinked or time.monotonic() - node.validated < self.config.metadata_ttl:
             return
-        res = self.meta.get(node.bucket, node.key)
+        res = self._known(node.bucket, node.key)
         if res is None:
             info = self.store.head(node.bucket, node.key)
             res = Resolution(self._kind_of(info), info) if info is not None else MISSING
@@ -394,7 +413,7 @@ class FusionFS:
             raise _err(errno.EEXIST, name)
         self.store.put(parent.bucket, key + "/", b"")
         self.meta.put(parent.bucket, key, Resolution(Kind.DIR))
-        self.meta.drop_listing(parent.bucket, parent.key)
+        self._folder_changed(parent.bucket, parent.key)
         node = self._materialize(parent, name, Resolution(Kind.DIR))
         self.inodes.add_lookup(node)
         return self.attr(node)
@@ -418,7 +437,7 @@ class FusionFS:
             raise _err(errno.ENOTEMPTY, name)
         self.store.delete(parent.bucket, prefix)
         self.meta.put(parent.bucket, parent.child_key(name), MISSING)
-        self.meta.drop_listing(parent.bucket, parent.key)
+        self._folder_changed(parent.bucket, parent.key)
         self.inodes.detach_name(parent.ino, name)
 
     # -- files ------------------------------------------------------------------------------
@@ -610,13 +629,20 @@ class FusionFS:
         self.small.invalidate(node.bucket, node.key)
         parent = self.inodes.get(node.parent)
         if parent is not None:
-            self.meta.drop_listing(node.bucket, parent.key)
+            self._folder_changed(node.bucket, parent.key)
 
     def flush(self, fh: int) -> None:
         """close(2): publish the file if it was written. Errors reach the caller of close."""
         handle = self._handle(fh)
         if handle.writable:
             self._commit(handle.node)
+
+    def read_only_handle(self, fh: int) -> bool:
+        """Whether ``fh`` was opened read-only: its flush is a no-op and its release never
+        waits on the network, so the adapter answers both without a thread hop."""
+        with self._lock:
+            handle = self._files.get(fh)
+        return handle is not None and not handle.writable and handle.node.session is None
 
     def fsync(self, fh: int) -> None:
         self.flush(fh)
@@ -663,7 +689,7 @@ class FusionFS:
             self.store.delete(parent.bucket, key)
         self.meta.put(parent.bucket, key, MISSING)
         self.small.invalidate(parent.bucket, key)
-        self.meta.drop_listing(parent.bucket, parent.key)
+        self._folder_changed(parent.bucket, parent.key)
         if node is not None:
             self.inodes.detach(node)
 
@@ -713,8 +739,8 @@ class FusionFS:
         self.meta.put(dst_dir.bucket, dst_key, Resolution(node.kind, node.info, node.target))
         self.small.invalidate(src_dir.bucket, src_key)
         self.small.invalidate(dst_dir.bucket, dst_key)
-        self.meta.drop_listing(src_dir.bucket, src_dir.key)
-        self.meta.drop_listing(dst_dir.bucket, dst_dir.key)
+        self._folder_changed(src_dir.bucket, src_dir.key)
+        self._folder_changed(dst_dir.bucket, dst_dir.key)
 
     def symlink(self, parent_ino: int, name: str, target: str) -> Attr:
         self._check_writable()
@@ -731,7 +757,7 @@ class FusionFS:
         info = ObjectInfo(key, len(body), etag, time.time(), dict(SYMLINK_METADATA))
         res = Resolution(Kind.SYMLINK, info, target)
         self.meta.put(parent.bucket, key, res)
-        self.meta.drop_listing(parent.bucket, parent.key)
+        self._folder_changed(parent.bucket, parent.key)
         node = self._materialize(parent, name, res)
         self.inodes.add_lookup(node)
         return self.attr(node)

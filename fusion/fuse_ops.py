@@ -275,12 +275,20 @@ class FusionOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(err.errno or errno.EIO) from err
 
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        if self.fs.read_only_handle(fh):
+            return  # nothing to publish: answered here, no thread hop
         await self._call(self.fs.flush, fh)
 
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
         await self._call(self.fs.fsync, fh)
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        if self.fs.read_only_handle(fh):
+            try:
+                self.fs.release(fh)  # drops buffers only: no network, no waiting
+            except Exception:
+                log.exception("release failed")
+            return
         await self._call(self.fs.release, fh)
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -49,6 +49,33 @@ class ObjectSource:
     def _block_end(self, block: int) -> int:
         return min(self.size, (block + 1) * self.block_size)
 
+    def cached_block(self, block: int) -> bytes | None:
+        """Block ``block`` from the disk cache, if it is there whole."""
+        if not self.cache.enabled:
+            return None
+        data = self.cache.get(self.cache_key, block)
+        if data is None or len(data) != self._block_end(block) - block * self.block_size:
+            return None
+        return data
+
+    @property
+    def keeps_blocks(self) -> bool:
+        return self.cache.enabled
+
+    def has_block(self, block: int) -> bool:
+        return self.cache.enabled and self.cache.contains(self.cache_key, block)
+
+    def fetch_keep(self, start: int, end: int) -> bytes:
+        """One GET of the block-aligned range ``[start, end)``, its blocks kept in cache.
+
+        For reads at random offsets: what was fetched around one is likely read by the
+        next, so it is kept even for objects too large to cache while streaming.
+        """
+        data = self._get(start, min(end, self.size))
+        if self.cache.enabled:
+            self.cache.put_range(self.cache_key, start, data)
+        return data
+
     def fetch(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
         if end <= start:

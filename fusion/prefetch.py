@@ -34,9 +34,10 @@ The design follows mountpoint-s3's prefetcher, simplified for one process and th
   position are dropped, so memory per stream is bounded by
   ``max_window + RETAIN + one segment``.
 * Any other read is random: the stream is dropped (queued GETs are cancelled) and the
-  read fetches exactly the bytes asked for (from the cache when all its blocks are
-  there). If the next read continues where it ended, a new stream starts there with
-  the initial window - a seek costs one small GET, not a large one.
+  read goes to :class:`~fusion.random_reads.RandomReader` - one parallel round trip for
+  its blocks, the blocks after it fetched in the background and kept in the block cache.
+  Reads inside that span stay random; one that continues past it where the previous
+  read ended starts a new stream with the initial window.
 * All streams of a mount share one :class:`ReadBudget` (default: twice the maximum
   window): read-ahead beyond the current read is only issued while the budget allows,
   so many files read at once cannot multiply memory; a read always gets the bytes it
@@ -52,6 +53,8 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Protocol
+
+from fusion.random_reads import RandomReader
 
 __all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource", "ReadBudget"]
 
@@ -73,6 +76,15 @@ class RangeSource(Protocol):
     def fetch(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)``; block-aligned ranges may be served from/kept in cache."""
         ...
+
+    @property
+    def keeps_blocks(self) -> bool: ...
+
+    def cached_block(self, block: int) -> bytes | None: ...
+
+    def has_block(self, block: int) -> bool: ...
+
+    def fetch_keep(self, start: int, end: int) -> bytes: ...
 
 
 class ReadBudget:
@@ -136,6 +148,9 @@ class Prefetcher:
         self._grown_at = 0
         self._high = 0
         self._last_end: int | None = None
+        self._random = RandomReader(source, self._submit, self.budget)
+        #: End of the span fetched around the last random read.
+        self._around = (0, 0)
         # Counters for tests and the benchmark.
         self.streams_started = 0
         self.random_reads = 0
@@ -203,6 +218,7 @@ class Prefetcher:
             return b""
         end = offset + length
         needed: list[_Segment] | None = None
+        rand = False
         with self._lock:
             streaming = self._stream_start >= 0
             first = self._segments[0].start if self._segments else self._fetch_end
@@ -215,6 +231,17 @@ class Prefetcher:
                     return None
                 self.late_reads += 1
                 streaming = False
+            elif (
+                not streaming
+                and self._around[0] <= offset
+                and end <= self._around[1]
+                and self._last_end is not None
+            ):
+                # Inside what was fetched around the last random read: still random.
+                if not block:
+                    return None
+                self._last_end = end
+                rand = True
             elif self._last_end is None or offset == self._last_end:
                 self._start_stream(offset)
                 streaming = True
@@ -224,12 +251,16 @@ class Prefetcher:
                 self._drop_stream()
                 self.random_reads += 1
                 self._last_end = end
+                self._around = (offset, self._random.span_end(offset, end))
                 streaming = False
+                rand = True
             if streaming:
                 self._schedule(end)
                 needed = [s for s in self._segments if s.start < end and s.end > offset]
                 if not block and not all(s.future.done() for s in needed):
                     return None
+        if rand:
+            return self._random.read(offset, end)
         if needed is None:
             return self.source.fetch(offset, end)
         try:

@@ -67,7 +67,9 @@ class SmallObjects:
         self.ahead = ahead
         self.max_bytes = max_bytes
         self.clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: a fetch that fails at once runs its done-callback inside _start,
+        # which holds the lock already.
+        self._lock = threading.RLock()
         self._done: OrderedDict[tuple[str, str], _Fetched] = OrderedDict()
         self._bytes = 0
         self._inflight: dict[tuple[str, str], Future[_Fetched]] = {}
@@ -104,13 +106,18 @@ class SmallObjects:
             self._inflight.pop((bucket, key), None)
         return fetched
 
-    def _start(self, bucket: str, key: str) -> Future[_Fetched] | None:
-        """Start fetching unless fetched recently or in flight (lock held)."""
+    def _start(self, bucket: str, key: str, etag: str | None) -> Future[_Fetched] | None:
+        """Start fetching unless held (same ETag as listed) or in flight (lock held).
+
+        A held object is never fetched again just because it is older than the TTL:
+        readers check the ETag they were given on open against it (:meth:`get`), so a
+        changed object is fetched then - and only then.
+        """
         k = (bucket, key)
         if k in self._inflight:
             return self._inflight[k]
         done = self._done.get(k)
-        if done is not None and self.clock() - done.at < self.meta.ttl:
+        if done is not None and (not etag or done.info.etag == etag):
             return None
         fut = self.pool.submit(self._fetch, bucket, key)
         self._inflight[k] = fut
@@ -182,7 +189,7 @@ class SmallObjects:
         with self._lock:
             for info in following:
                 if info.size <= self.threshold:
-                    self._start(bucket, info.key)
+                    self._start(bucket, info.key, info.etag)
 
     def _list_then_fetch(self, bucket: str, prefix: str, key: str) -> None:
         with self._lock:

@@ -7,7 +7,8 @@
   every test that mounts.
 * ``FaultProxy`` (``fault_proxy``) - a fault injector, not a server: an HTTP proxy in
   front of s3rver that forwards every request unchanged except those matching a rule,
-  which it answers with a real S3 ``500 InternalError``.
+  which it answers with a real S3 ``500 InternalError``. It also records every request,
+  so tests can count what the mount sends.
 * ``mounted`` - a Fusion mount (a separate process, real FUSE) over a fresh s3rver
   bucket; skips with the precise reason when FUSE cannot be used here.
 """
@@ -162,6 +163,9 @@ class FaultProxy:
         self.upstream = urlsplit(upstream)
         self.rule: Callable[[str, str], bool] = lambda method, path: False
         self.failed: list[str] = []
+        #: Every request seen, as (method, path with query), in arrival order.
+        self.requests: list[tuple[str, str]] = []
+        self._seen_lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -173,6 +177,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                with proxy._seen_lock:
+                    proxy.requests.append((self.command, self.path))
                 if proxy.rule(self.command, self.path):
                     proxy.failed.append(f"{self.command} {self.path}")
                     payload = (
@@ -196,7 +202,9 @@ class FaultProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer has no body but the object's length.
+                length_out = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length_out or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -155,3 +156,50 @@ def test_streams_share_one_read_budget(tmp_path: Path, pool: ThreadPoolExecutor)
     for pf in readers:
         pf.close()
     assert budget.used == 0
+
+
+def test_random_miss_is_one_parallel_round_trip_and_its_neighbourhood_is_kept(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    store, src, data = _source(tmp_path, 64 * MiB, cache_bytes=64 * MiB)
+    pf = Prefetcher(src, pool)
+    pf.read(0, 4096)  # first read: a stream with the initial window
+    off = 30 * MiB + 12345  # a 1 MiB read straddling two blocks
+    before = store.calls["get_range"]
+    assert bytes(pf.read(off, MiB)) == data[off : off + MiB]
+    assert pf.random_reads == 1 and pf.streams_started == 1
+    # Its two blocks were two GETs (parallel); the span after it is fetched around it.
+    deadline = time.monotonic() + 30
+    while pf._random._inflight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fetched = store.calls["get_range"] - before
+    assert 2 < fetched <= 2 + 4
+    # Reads nearby, in any order, are cache hits: no GET, no stream.
+    calls = store.calls["get_range"]
+    for near in (off + MiB, off + 2 * MiB + 7, off + 3 * MiB - 5):
+        assert bytes(pf.read(near, MiB)) == data[near : near + MiB]
+    assert store.calls["get_range"] == calls
+    assert pf.streams_started == 1
+    assert pf.window == INITIAL_WINDOW  # a random pattern never grows the window
+
+
+def test_scattered_random_reads_stop_fetching_neighbours(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    _, src, data = _source(tmp_path, 192 * MiB, cache_bytes=192 * MiB)
+    pf = Prefetcher(src, pool)
+    pf.read(0, 4096)
+    offsets = [i * 4 * MiB + 4321 for i in range(2, 46)]
+    random.Random(3).shuffle(offsets)
+    for off in offsets:
+        assert bytes(pf.read(off, 256 * 1024)) == data[off : off + 256 * 1024]
+    assert pf._random.factor <= 1  # neighbours went unread: the span shrank away
+    deadline = time.monotonic() + 30
+    while pf._random._inflight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = src.bytes_fetched
+    far = [i * 4 * MiB + 2 * MiB + 77 for i in range(2, 14)]
+    for off in far:
+        assert bytes(pf.read(off, 256 * 1024)) == data[off : off + 256 * 1024]
+    # Mostly exact fetches now (a probe now and then may fetch a small span).
+    assert src.bytes_fetched - before <= len(far) * 256 * 1024 + 2 * MiB
