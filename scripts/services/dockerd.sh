@@ -23,7 +23,7 @@ flock 9
 if ! docker version >/dev/null 2>&1; then
     setsid dockerd --data-root "$home/data" --exec-root "$home/exec" -H "$DOCKER_HOST" \
         --pidfile "$home/dockerd.pid" --iptables=false --ip6tables=false --bridge=none \
-        --storage-driver overlay2 >"$home/dockerd.log" 2>&1 </dev/null &
+        --storage-driver overlay2 >"$home/dockerd.log" 2>&1 </dev/null 9>&- &
     for _ in $(seq 1 150); do
         docker version >/dev/null 2>&1 && break
         sleep 0.2

@@ -37,7 +37,7 @@ start() {
         return
     fi
     port="$(free_port)"
-    env "$@" setsid "$moto" -H 127.0.0.1 -p "$port" >"$home/$name.log" 2>&1 </dev/null &
+    env "$@" setsid "$moto" -H 127.0.0.1 -p "$port" >"$home/$name.log" 2>&1 </dev/null 9>&- &
     echo $! >"$home/$name.pid"
     for _ in $(seq 1 150); do
         answers "$port" && break

@@ -35,7 +35,7 @@ storage:
 http:
   addr: 127.0.0.1:$port
 YAML
-    setsid /usr/bin/docker-registry serve "$home/config.yml" >"$home/registry.log" 2>&1 </dev/null &
+    setsid /usr/bin/docker-registry serve "$home/config.yml" >"$home/registry.log" 2>&1 </dev/null 9>&- &
     echo $! >"$home/registry.pid"
     for _ in $(seq 1 100); do
         answers && break
