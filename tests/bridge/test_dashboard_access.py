@@ -262,7 +262,7 @@ def test_admin_pages_render_and_users_get_403(world: dict[str, Any]) -> None:
         "/storage",
     ):
         assert client.get(path, headers=root).status_code == 200, path
-    assert "no environment builds table" in client.get("/builds", headers=root).text
+    assert "No build recorded" in client.get("/builds", headers=root).text
     for path in ("/builds", "/storage", "/storage/preview?path=/etc/passwd"):
         assert client.get(path, headers=alice).status_code == 403, path
     outside = client.get("/storage/preview?path=/etc/passwd", headers=root)
@@ -280,10 +280,12 @@ def test_builds_page_shows_an_environment_builds_table_when_there_is_one(
     root = {"Authorization": f"Bearer {world['tokens']['root']}", "Accept": "text/html"}
     with world["store"].engine.begin() as conn:
         conn.execute(
-            text("CREATE TABLE env_builds (id INTEGER PRIMARY KEY, spec TEXT, state TEXT)")
-        )
-        conn.execute(
-            text("INSERT INTO env_builds (id, spec, state) VALUES (1, 'samtools@1.19', 'done')")
+            text(
+                "INSERT INTO env_builds (key, target, format, status, request, description,"
+                " artifact, log, builder, created_time, updated_time) VALUES ('k1', 'zen2',"
+                " 'spack', 'ready', '{}', 'samtools@1.19', '{}', '', 'b', CURRENT_TIMESTAMP,"
+                " CURRENT_TIMESTAMP)"
+            )
         )
     page = client.get("/builds", headers=root)
     assert page.status_code == 200

@@ -44,14 +44,14 @@ async def wait_finished(
 
 
 def unique(name: str) -> str:
-    """Job names are identities (a backend adopts by name, Dask dedupes by it): each
-    test's jobs get their own, as the broker's ``bridge-<task>-<attempt>`` are."""
+    """Job names are identities (a backend adopts by name, Dask dedupes by it): agent
+    jobs of different tests get their own, as the broker's ``bridge-<task>-<n>`` are."""
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def spec(workdir: Path, name: str, script: str, **resources: object) -> JobSpec:
     return JobSpec(
-        name=unique(name),
+        name=name,
         argv=["sh", "-c", script],
         workdir=str(workdir),
         resources=Resources(**resources),  # type: ignore[arg-type]
