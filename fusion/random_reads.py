@@ -92,17 +92,20 @@ class RandomReader:
         self.factor = FACTOR
         self._misses_at_zero = 0
 
-    def _start(self, first: int, last: int, background: bool) -> None:
-        """One GET for blocks ``first..last`` (lock held)."""
+    def _start(self, first: int, last: int, background: bool) -> Future[bytes] | None:
+        """One GET for blocks ``first..last`` (lock held); ``None`` if the budget for
+        background fetches is spent.  The GET may already be done (and gone from
+        ``_inflight``) when this returns: callers use the future returned."""
         start = first * self.bs
         end = min(self.source.size, (last + 1) * self.bs)
         if background and not self.budget.take(end - start):
-            return
+            return None
         fut = self.submit(_bind(self.source.fetch_keep, start, end))
         self.gets += 1
         for b in range(first, last + 1):
             self._inflight[b] = (first, fut)
         fut.add_done_callback(self._settled(first, last, background, end - start))
+        return fut
 
     def _settled(
         self, first: int, last: int, background: bool, nbytes: int
@@ -161,10 +164,13 @@ class RandomReader:
             for b in range(first, last + 1):
                 if b in have:
                     continue
-                if b not in self._inflight:
-                    self._start(b, b, background=False)
-                    missed = True
-                waits[b] = self._inflight[b]
+                if b in self._inflight:
+                    waits[b] = self._inflight[b]
+                    continue
+                fut = self._start(b, b, background=False)
+                assert fut is not None  # foreground fetches are never refused
+                waits[b] = (b, fut)
+                missed = True
             if not waits:
                 self.hits += 1
             self._adapt(not missed)
