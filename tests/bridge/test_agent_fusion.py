@@ -80,6 +80,8 @@ def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> 
                     "command": [
                         "sh",
                         "-c",
+                        # a prefix with no key is no folder yet (fusion/SEMANTICS.md): mkdir
+                        "mkdir -p /fusion/s3/data/out && "
                         "tr a-z A-Z < /fusion/s3/data/in.txt > /fusion/s3/data/out/upper.txt && "
                         "cat /fusion/s3/data/refs/*.txt && cat /in/stream.txt",
                     ],
