@@ -121,7 +121,8 @@ class BackendConformance:
         assert states[unknown].state is JobState.LOST
 
     async def test_cancel_stops_a_running_job(self, backend: Backend, workdir: Path) -> None:
-        job = await backend.submit(spec(workdir, "long", "sleep 60; echo late > late"))
+        # "&&": a shell that outlives its killed sleep by a moment must not write "late"
+        job = await backend.submit(spec(workdir, "long", "sleep 60 && echo late > late"))
         await wait_finished(backend, [job], want_running=True)
         started = time.monotonic()
         await backend.cancel([job])
