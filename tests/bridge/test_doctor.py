@@ -116,12 +116,23 @@ def slurm_env() -> dict[str, str]:
     env = service_env("slurm")
     if not env:
         pytest.skip("the Slurm test cluster is not set up: run scripts/services/slurm.sh")
-    ping = subprocess.run(
-        ["scontrol", "ping"], env={**os.environ, **env}, capture_output=True, text=True
-    )
-    if "is UP" not in ping.stdout:
-        pytest.skip(f"slurmctld does not answer: {ping.stdout.strip() or ping.stderr.strip()}")
-    return env
+    # another test may have just restarted slurmctld: give it a minute to answer
+    deadline = time.monotonic() + 60
+    while True:
+        ping = subprocess.run(
+            ["scontrol", "ping"], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        if (
+            "is UP" in ping.stdout
+            and subprocess.run(
+                ["sinfo", "-h"], env={**os.environ, **env}, capture_output=True
+            ).returncode
+            == 0
+        ):
+            return env
+        if time.monotonic() > deadline:
+            pytest.skip(f"slurmctld does not answer: {ping.stdout.strip() or ping.stderr.strip()}")
+        time.sleep(1)
 
 
 def ssh_target(known_hosts_key: str = "SSH_KNOWN_HOSTS", **extra: Any) -> dict[str, Any]:
@@ -226,6 +237,7 @@ def test_a_healthy_slurm_target_is_all_green(tmp_path: Path) -> None:
 @pytest.mark.slurm
 @pytest.mark.ssh
 def test_a_healthy_slurm_target_over_ssh_is_all_green(tmp_path: Path) -> None:
+    slurm_env()  # the cluster answers before the doctor is asked about it
     config = write_config(tmp_path / "bridge.toml", str(tmp_path / "work"), [ssh_target()])
     code, report = doctor_json(config, tmp_path, "hpc")
     assert_green(code, report)

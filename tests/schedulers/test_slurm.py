@@ -184,10 +184,13 @@ async def test_probe_reports_capacity_queue_and_microarchitecture(slurm: SlurmBa
     # The compute node is this machine, so archspec must agree with the probe job.
     assert info.microarchitecture == archspec.cpu.host().name
     assert "job states through CLI" in info.detail
-    started = time.monotonic()
+
+    async def no_second_probe_job() -> str:
+        raise AssertionError("the microarchitecture probe job ran again")
+
+    slurm._probe_microarchitecture = no_second_probe_job  # type: ignore[method-assign]
     again = await slurm.probe()  # cached: no second probe job
     assert again.microarchitecture == info.microarchitecture
-    assert time.monotonic() - started < 5
 
 
 class RecordingRunner:
@@ -279,5 +282,6 @@ async def test_jobs_survive_a_slurmctld_restart(slurm: SlurmBackend, workdir: Pa
         # the script restarts only what is missing, and waits for the node
         script = str(REPO / "scripts" / "services" / "slurm.sh")
         await asyncio.to_thread(subprocess.run, [script], check=True, timeout=60)
-    states = await wait_until(slurm, ids, timeout=90)
+    # Jobs Slurm requeued across the restart wait out its requeue delay (BeginTime).
+    states = await wait_until(slurm, ids, timeout=300)
     assert {j: s.state for j, s in states.items()} == {j: JobState.COMPLETED for j in ids}
