@@ -201,7 +201,6 @@ def _microarchitecture(req: Request, cand: Candidate) -> str | None:
 RULES: tuple[Rule, ...] = (
     _named,
     _allowed,
-    _healthy,
     _cpus,
     _memory,
     _gpus,
@@ -317,6 +316,12 @@ def route(
     usable: list[_Scored] = []
     for cand in fit:
         name = cand.config.name
+        # Health is for now: a target that failed its probe comes back (a restarted
+        # controller, a network blip), so a task that only it could run waits for it.
+        sick = _healthy(req, cand)
+        if sick is not None:
+            held[name] = sick
+            continue
         until = degraded_until(name, state, policy)
         if until is not None:
             n = sum(1 for t in state.failures[name] if state.now - t <= policy.degraded_window_s)

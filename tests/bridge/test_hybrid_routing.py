@@ -16,6 +16,8 @@ placement reason says why.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,23 @@ pytestmark = [
 ]
 
 
+def wait_for_usable_node(env: dict[str, str]) -> None:
+    """Another test may just have restarted Slurm: wait until its node takes jobs, so the
+    broker's first probe sees a healthy cluster."""
+    deadline = time.monotonic() + 120
+    while True:
+        states = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        if any(s in ("idle", "mix", "alloc") for s in states):
+            return
+        assert time.monotonic() < deadline, f"no usable Slurm node after 120 s: {states}"
+        time.sleep(1)
+
+
 def hybrid_settings(tmp_path: Path, env: BatchEnvironment) -> Settings:
     base = batch_settings(tmp_path, env)
     batch = base.targets[0]
@@ -55,6 +74,7 @@ def hybrid_settings(tmp_path: Path, env: BatchEnvironment) -> Settings:
         }
     )
     slurm = slurm_target("local")
+    wait_for_usable_node(slurm.env)
     hpc = TargetConfig(
         name="hpc",
         kind="slurm",

@@ -131,7 +131,15 @@ def test_no_fit_names_each_target() -> None:
     placement = route(Request(ram_gb=10_000), [cand("a"), cand("b", healthy=False)])
     assert placement.target is None and not placement.wait
     assert "a: 10000 GB RAM requested" in placement.reason
-    assert "b: unhealthy" in placement.reason
+    assert "b: 10000 GB RAM requested" in placement.reason  # unfit, whatever its health
+
+
+def test_a_task_only_an_unhealthy_target_can_run_waits_for_it() -> None:
+    placement = route(Request(cpus=4), [cand("a", cpus=2), cand("b", healthy=False)])
+    assert placement.target is None and placement.wait
+    assert "b: unhealthy" in placement.reason and "a: 4 CPUs requested" in placement.reason
+    healthy_elsewhere = route(Request(cpus=1), [cand("a"), cand("b", healthy=False)])
+    assert healthy_elsewhere.target == "a" and "not b: unhealthy" in healthy_elsewhere.reason
 
 
 def test_a_named_target_and_allowed_users() -> None:
