@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -274,6 +275,7 @@ class RcloneMount:
 # -- measurements ------------------------------------------------------------------------------
 Tool = FusionMount | S3fsMount | RcloneMount
 RANDOM_READS = 256
+CASES = ("read", "random", "smallpar", "small", "write")
 RANDOM_SEED = 14
 
 
@@ -284,7 +286,7 @@ def drop_caches() -> None:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def _timed(fn: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     drop_caches()
     start = time.monotonic()
     fn()
@@ -385,7 +387,7 @@ def _show(label: str, what: str, i: int, res: dict[str, list[float]]) -> None:
 
 def run_setting(
     label: str, port: int, work: Path, local: Path, rounds: int, write_runs: int,
-    fusion: FusionMount,
+    fusion: FusionMount, cases: frozenset[str] = frozenset(CASES),
 ) -> dict[str, float]:  # fmt: skip
     s3fs, rclone = S3fsMount(work, port), RcloneMount(work, port)
     mounts: list[Tool] = [fusion, s3fs, rclone]
@@ -394,22 +396,26 @@ def run_setting(
     small: dict[str, list[float]] = {t.name: [] for t in mounts}
     par: dict[str, list[float]] = {t.name: [] for t in mounts}
     for i in range(rounds):
-        reads["fusion"].append(read_mount(fusion))
-        reads["boto3"].append(read_boto3(port, work))
-        reads["s3fs"].append(read_mount(s3fs))
-        reads["rclone"].append(read_mount(rclone))
-        _show(label, "read MiB/s", i, reads)
-        for tool in mounts:
-            rand[tool.name].append(random_mount(tool))
-        _show(label, "random MiB/s", i, rand)
-        for tool in mounts:
-            par[tool.name].append(small_parallel(tool, work))
-        _show(label, "parallel small files/s", i, par)
-        for tool in mounts:
-            small[tool.name].append(small_files(tool))
-        _show(label, "small files/s", i, small)
+        if "read" in cases:
+            reads["fusion"].append(read_mount(fusion))
+            reads["boto3"].append(read_boto3(port, work))
+            reads["s3fs"].append(read_mount(s3fs))
+            reads["rclone"].append(read_mount(rclone))
+            _show(label, "read MiB/s", i, reads)
+        if "random" in cases:
+            for tool in mounts:
+                rand[tool.name].append(random_mount(tool))
+            _show(label, "random MiB/s", i, rand)
+        if "smallpar" in cases:
+            for tool in mounts:
+                par[tool.name].append(small_parallel(tool, work))
+            _show(label, "parallel small files/s", i, par)
+        if "small" in cases:
+            for tool in mounts:
+                small[tool.name].append(small_files(tool))
+            _show(label, "small files/s", i, small)
     writes: dict[str, list[float]] = {"fusion": [], "boto3": []}
-    for i in range(write_runs):
+    for i in range(write_runs if "write" in cases else 0):
         writes["fusion"].append(write_fusion(fusion, local, i))
         writes["boto3"].append(write_boto3(port, local, i))
         _show(label, "write MiB/s", i, writes)
@@ -422,7 +428,26 @@ def run_setting(
     out |= {f"write_{k}_mibs": median(v) for k, v in writes.items()}
     out |= {f"small_{k}_files_per_s": median(v) for k, v in small.items()}
     out |= {f"smallpar_{k}_files_per_s": median(v) for k, v in par.items()}
+    for case, res in (("read", reads), ("random", rand), ("small", small), ("smallpar", par)):
+        ROUNDS[label][case] = res
+    ROUNDS[label]["write"] = writes
     return out
+
+
+#: Every round's figure: setting -> case -> tool -> [per round], for the spread.
+ROUNDS: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(dict)
+
+
+def spread(setting: str, case: str, tool: str, peers: tuple[str, ...]) -> list[float]:
+    """[lowest, highest] of the per-round ratios of ``tool`` to the best of ``peers``."""
+    res = ROUNDS.get(setting, {}).get(case, {})
+    mine = res.get(tool, [])
+    ratios = [
+        x / best
+        for i, x in enumerate(mine)
+        if (best := max((res[p][i] for p in peers if i < len(res.get(p, []))), default=0.0))
+    ]
+    return [round(min(ratios), 3), round(max(ratios), 3)] if ratios else []
 
 
 def main() -> None:
@@ -432,7 +457,19 @@ def main() -> None:
     p.add_argument("--write-runs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="one round of every case")
     p.add_argument("--cache-size", type=int, default=512 * MiB)
+    p.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help="comma-separated subset of " + ", ".join(CASES) + " (ratios of cases not run are 0)",
+    )
+    p.add_argument(
+        "--settings", default="loopback,emulated", help="loopback, emulated or both (default)"
+    )
     a = p.parse_args()
+    cases = frozenset(c.strip() for c in a.cases.split(",") if c.strip())
+    settings = {x.strip() for x in a.settings.split(",") if x.strip()}
+    if not cases <= set(CASES) or not settings <= {"loopback", "emulated"}:
+        p.error("unknown case or setting")
     if a.quick:
         a.rounds, a.write_runs = 1, 1
     for tool in ("s3fs", "rclone", "fusermount3", "dd"):
@@ -443,10 +480,22 @@ def main() -> None:
     local = prepare(work)
     started = time.monotonic()
     fusion_lo = FusionMount(work, LOOPBACK_PORT, a.cache_size)
-    loop = run_setting("loopback", LOOPBACK_PORT, work, local, a.rounds, a.write_runs, fusion_lo)
     fusion_em = FusionMount(work, PROXY_PORT, a.cache_size)
-    with throttle_proxy():
-        emu = run_setting("emulated", PROXY_PORT, work, local, a.rounds, a.write_runs, fusion_em)
+    loop: dict[str, float] = defaultdict(float)
+    emu: dict[str, float] = defaultdict(float)
+    if "loopback" in settings:
+        loop.update(
+            run_setting(
+                "loopback", LOOPBACK_PORT, work, local, a.rounds, a.write_runs, fusion_lo, cases
+            )
+        )
+    if "emulated" in settings:
+        with throttle_proxy():
+            emu.update(
+                run_setting(
+                    "emulated", PROXY_PORT, work, local, a.rounds, a.write_runs, fusion_em, cases
+                )
+            )
     for label, res in (("loopback", loop), ("emulated", emu)):
         print(f"== {label} ==")
         for k, v in res.items():
@@ -483,6 +532,18 @@ def main() -> None:
         ),
         "write_vs_boto3_loopback": ratio(loop["write_fusion_mibs"], loop["write_boto3_mibs"]),
         "write_vs_boto3_emulated": ratio(emu["write_fusion_mibs"], emu["write_boto3_mibs"]),
+        "spread": {
+            "read_vs_best_loopback": spread("loopback", "read", "fusion", ("boto3", "s3fs")),
+            "read_vs_s3fs_emulated": spread("emulated", "read", "fusion", ("s3fs",)),
+            "read_vs_boto3_emulated": spread("emulated", "read", "fusion", ("boto3",)),
+            "smallpar_vs_s3fs_emulated": spread("emulated", "smallpar", "fusion", ("s3fs",)),
+            "smallpar_vs_s3fs_loopback": spread("loopback", "smallpar", "fusion", ("s3fs",)),
+            "small_vs_s3fs_emulated": spread("emulated", "small", "fusion", ("s3fs",)),
+            "random_vs_s3fs_emulated": spread("emulated", "random", "fusion", ("s3fs",)),
+            "random_vs_s3fs_loopback": spread("loopback", "random", "fusion", ("s3fs",)),
+            "write_vs_boto3_loopback": spread("loopback", "write", "fusion", ("boto3",)),
+            "write_vs_boto3_emulated": spread("emulated", "write", "fusion", ("boto3",)),
+        },
         "peak_rss_mib": round(peak, 1),
         "cache_size_mib": a.cache_size // MiB,
         "rounds": a.rounds,

@@ -75,6 +75,12 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--metadata-ttl", type=float, default=1.0, help="seconds (default 1)")
     m.add_argument("--part-size", type=parse_size, default=parse_size("8M"))
     m.add_argument("--max-window", type=parse_size, default=parse_size("64M"))
+    m.add_argument(
+        "--random-span",
+        type=parse_size,
+        default=parse_size("16M"),
+        help="most bytes fetched around a read at a random offset (0: only what it reads)",
+    )
     m.add_argument("--fetch-threads", type=int, default=32, help="parallel GETs (all files)")
     m.add_argument("--upload-threads", type=int, default=16, help="parallel part uploads")
     m.add_argument("--bucket", action="append", default=[], help="only show these buckets")
@@ -124,6 +130,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         metadata_ttl=args.metadata_ttl,
         part_size=args.part_size,
         max_window=args.max_window,
+        random_span=args.random_span,
         buckets=tuple(args.bucket),
         fetch_threads=args.fetch_threads,
         upload_threads=args.upload_threads,

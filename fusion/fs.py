@@ -75,6 +75,8 @@ class FsConfig:
     metadata_ttl: float = 1.0
     part_size: int = 8 * 1024 * 1024
     max_window: int = 64 * 1024 * 1024
+    #: Most bytes fetched around a read at a random offset (see fusion.random_reads).
+    random_span: int = 16 * 1024 * 1024
     buckets: tuple[str, ...] = ()
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
@@ -583,6 +585,7 @@ class FusionFS:
                     self.fetch_pool,
                     part_size=self.config.part_size,
                     max_window=self.config.max_window,
+                    random_span=self.config.random_span,
                     budget=self.read_budget,
                 )
             prefetcher = handle.prefetcher

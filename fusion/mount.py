@@ -66,6 +66,7 @@ class MountOptions:
     metadata_ttl: float = 1.0
     part_size: int = 8 * 1024 * 1024
     max_window: int = 64 * 1024 * 1024
+    random_span: int = 16 * 1024 * 1024
     fetch_threads: int = 32
     upload_threads: int = 16
     allow_other: bool = False
@@ -77,6 +78,7 @@ class MountOptions:
             "--metadata-ttl", str(self.metadata_ttl),
             "--part-size", str(self.part_size),
             "--max-window", str(self.max_window),
+            "--random-span", str(self.random_span),
             "--fetch-threads", str(self.fetch_threads),
             "--upload-threads", str(self.upload_threads),
         ]  # fmt: skip

@@ -65,16 +65,25 @@ class ObjectSource:
     def has_block(self, block: int) -> bool:
         return self.cache.enabled and self.cache.contains(self.cache_key, block)
 
-    def fetch_keep(self, start: int, end: int) -> bytes:
-        """One GET of the block-aligned range ``[start, end)``, its blocks kept in cache.
+    def fetch_exact(self, start: int, end: int) -> bytes:
+        """One GET of exactly ``[start, end)``, nothing cached (see :meth:`keep`)."""
+        return self._get(start, min(end, self.size))
+
+    def keep(self, start: int, data: bytes | memoryview) -> None:
+        """Put the whole blocks inside ``data`` (read from ``start``) in the cache.
 
         For reads at random offsets: what was fetched around one is likely read by the
         next, so it is kept even for objects too large to cache while streaming.
         """
-        data = self._get(start, min(end, self.size))
-        if self.cache.enabled:
-            self.cache.put_range(self.cache_key, start, data)
-        return data
+        if not self.cache.enabled:
+            return
+        bs = self.block_size
+        end = start + len(data)
+        first = -(-start // bs) * bs
+        last = end if end == self.size else end - end % bs
+        if last > first:
+            view = memoryview(data)
+            self.cache.put_range(self.cache_key, first, view[first - start : last - start])
 
     def fetch(self, start: int, end: int) -> bytes:
         end = min(end, self.size)

@@ -54,7 +54,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from fusion.random_reads import RandomReader
+from fusion.random_reads import MAX_SPAN, RandomReader
 
 __all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource", "ReadBudget"]
 
@@ -84,7 +84,9 @@ class RangeSource(Protocol):
 
     def has_block(self, block: int) -> bool: ...
 
-    def fetch_keep(self, start: int, end: int) -> bytes: ...
+    def fetch_exact(self, start: int, end: int) -> bytes: ...
+
+    def keep(self, start: int, data: bytes) -> None: ...
 
 
 class ReadBudget:
@@ -129,6 +131,7 @@ class Prefetcher:
         part_size: int = 8 * 1024 * 1024,
         max_window: int = 64 * 1024 * 1024,
         budget: ReadBudget | None = None,
+        random_span: int = MAX_SPAN,
     ) -> None:
         self.source = source
         self.budget = budget or ReadBudget(max(INITIAL_WINDOW, max_window) + RETAIN)
@@ -148,7 +151,7 @@ class Prefetcher:
         self._grown_at = 0
         self._high = 0
         self._last_end: int | None = None
-        self._random = RandomReader(source, self._submit, self.budget)
+        self._random = RandomReader(source, self._submit, self.budget, max_span=random_span)
         #: End of the span fetched around the last random read.
         self._around = (0, 0)
         # Counters for tests and the benchmark.
@@ -237,17 +240,14 @@ class Prefetcher:
                 and end <= self._around[1]
                 and self._last_end is not None
             ):
-                # Inside what was fetched around the last random read: still random.
-                if not block:
-                    return None
+                # Inside what was fetched around the last random read (the kernel's
+                # trailing page of that read, a record next to it): still random.
                 self._last_end = end
                 rand = True
             elif self._last_end is None or offset == self._last_end:
                 self._start_stream(offset)
                 streaming = True
             else:
-                if not block:
-                    return None
                 self._drop_stream()
                 self.random_reads += 1
                 self._last_end = end
@@ -260,6 +260,11 @@ class Prefetcher:
                 if not block and not all(s.future.done() for s in needed):
                     return None
         if rand:
+            if not block:
+                # Start the GETs now, in the order the kernel sent its requests, so the
+                # requests of one read that follow find them in flight.
+                self._random.start(offset, end)
+                return None
             return self._random.read(offset, end)
         if needed is None:
             return self.source.fetch(offset, end)
@@ -290,6 +295,7 @@ class Prefetcher:
     def close(self) -> None:
         with self._lock:
             self._drop_stream()
+        self._random.close()
 
     @property
     def window(self) -> int:

@@ -1,40 +1,50 @@
 """Reads at random offsets: one round trip per miss, and the neighbourhood kept.
 
-A read that is not part of a sequential stream (see :mod:`fusion.prefetch`) used to be
-one ranged GET of exactly its bytes: a 1 MiB read paid first-byte latency plus 1 MiB at
-one connection's bandwidth, and the next read nearby paid it all again. Here a miss:
+A read that is not part of a sequential stream (see :mod:`fusion.prefetch`) is served
+here. What the kernel sends for one ``pread`` at a random offset: the bytes rounded out
+to whole pages, cut into requests of at most 1 MiB, all sent at once - an unaligned
+1 MiB ``pread`` arrives as a 1 MiB request and, a few microseconds later, a 4 KiB one.
+Each request answered by a GET of its own costs the object store a request and the
+reader a round trip each; fetching whole 1 MiB blocks for them doubles the transfer.
+So a miss:
 
-* is split into one GET per block it touches (1 MiB blocks), sent in parallel, so a
-  large read costs one round trip at the bandwidth of several connections;
-* also fetches the blocks that follow it, up to a span of ``factor`` times the read (at
-  most ``MAX_SPAN``), in larger pieces and in the background - the read waits only for
-  its own blocks. Readers at random offsets often read records near each other, and a
-  later read that lands in the span is a cache hit. The factor adapts: it doubles (up
-  to ``MAX_FACTOR``) whenever a read is served by blocks fetched earlier, and halves
-  whenever a read misses outright - so uniformly scattered reads soon stop paying for
-  neighbours nobody reads (at factor 0 a miss fetches exactly its bytes, and every
-  ``PROBE``-th miss tries a span again);
-* keeps every fetched block in the disk block cache (bounded, LRU), even for objects
-  too large to be cached while streaming;
+* is one *fetch* of exactly its bytes plus ``tail`` bytes (64 KiB) past its end, so
+  the kernel's trailing page - and any request that falls inside what is in flight -
+  waits for that fetch instead of sending its own;
+* is cut into up to ``max_parts`` ranged GETs of at least ``min_part`` bytes, sent in
+  parallel: one round trip, at the bandwidth of several connections (a single S3
+  connection carries tens of MB/s; 1 MiB at 90 MB/s is 11 ms on top of ~20 ms to first
+  byte);
+* also fetches what follows it, up to a span of ``factor`` times the read (at most
+  ``MAX_SPAN``), in larger pieces and in the background - the read waits only for its
+  own bytes. Readers at random offsets often read records near each other, and a later
+  read that lands in the span is served from memory or the block cache (the mount's
+  ``random_span`` setting bounds the span; 0 turns it off). The factor
+  adapts: it doubles (up to ``MAX_FACTOR``) whenever a read is served by what an
+  earlier read fetched around itself, and halves whenever a read misses outright - so
+  uniformly scattered reads soon stop paying for neighbours nobody reads (at factor 0
+  a miss fetches its bytes and the tail only, and every ``PROBE``-th miss tries a span
+  again);
+* keeps every whole block it fetched in the disk block cache (bounded, LRU), even for
+  objects too large to be cached while streaming, and the last fetches in memory
+  (``recent_bytes``), written to the cache after the waiting read has its bytes;
 * never starts or grows a sequential window: a random pattern stays random.
 
-Without a block cache (capacity 0) nothing fetched could be kept: a miss then fetches
-exactly its bytes, still one parallel GET per block it touches.
-
-Blocks in flight are shared: a read that needs a block another read already asked for
+Fetches in flight are shared: a read that needs bytes another read already asked for
 waits for that GET instead of sending its own. The background part of the span is only
 fetched while the mount's shared :class:`~fusion.prefetch.ReadBudget` allows.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["FACTOR", "MAX_FACTOR", "MAX_SPAN", "RandomReader"]
+__all__ = ["FACTOR", "MAX_FACTOR", "MAX_SPAN", "TAIL", "RandomReader"]
 
 #: A miss of n bytes fetches up to factor * n bytes from where it starts; the factor
 #: starts here ...
@@ -45,8 +55,17 @@ MAX_FACTOR = 16
 MAX_SPAN = 16 * 1024 * 1024
 #: At factor 0, every PROBE-th miss fetches a span again, to notice locality returning.
 PROBE = 16
-#: Blocks per background GET (the read's own blocks are one GET each).
+#: Blocks per background GET.
 PIECE_BLOCKS = 4
+#: Bytes fetched past the end of a miss (the kernel's trailing page of an unaligned read).
+TAIL = 64 * 1024
+#: A miss is cut into GETs of at least this many bytes ...
+MIN_PART = 512 * 1024
+#: ... and at most this many of them.
+MAX_PARTS = 4
+#: Bytes of finished fetches kept in memory per open file.
+RECENT_BYTES = 4 * 1024 * 1024
+_PAGE = 4096
 
 
 class BlockSource(Protocol):
@@ -56,13 +75,13 @@ class BlockSource(Protocol):
     @property
     def keeps_blocks(self) -> bool: ...
 
-    def fetch(self, start: int, end: int) -> bytes: ...
+    def fetch_exact(self, start: int, end: int) -> bytes: ...
+
+    def keep(self, start: int, data: bytes) -> None: ...
 
     def cached_block(self, block: int) -> bytes | None: ...
 
     def has_block(self, block: int) -> bool: ...
-
-    def fetch_keep(self, start: int, end: int) -> bytes: ...
 
 
 class _Budget(Protocol):
@@ -74,145 +93,271 @@ class _Budget(Protocol):
 Submit = Callable[[Callable[[], bytes]], "Future[bytes]"]
 
 
+@dataclass(eq=False)
+class _Fetch:
+    """One ranged GET: in flight, or finished and kept for a while."""
+
+    start: int
+    end: int
+    future: Future[bytes]
+    background: bool
+    #: For a background fetch: where the miss that launched it stopped fetching for
+    #: itself. Bytes past it read later are neighbours that were worth fetching.
+    reach: int = 0
+
+
+#: A piece of a read: bytes [lo, hi) from a fetch, or from the cached block.
+_Piece = tuple[int, int, "_Fetch | int"]
+
+
 class RandomReader:
     """Random-offset reads of one object version; thread-safe."""
 
-    def __init__(self, source: BlockSource, submit: Submit, budget: _Budget) -> None:
+    def __init__(
+        self,
+        source: BlockSource,
+        submit: Submit,
+        budget: _Budget,
+        tail: int = TAIL,
+        min_part: int = MIN_PART,
+        max_parts: int = MAX_PARTS,
+        recent_bytes: int = RECENT_BYTES,
+        max_span: int = MAX_SPAN,
+    ) -> None:
         self.source = source
         self.submit = submit
         self.budget = budget
         self.bs = source.block_size
-        # Re-entrant: a GET that completes at once runs its callback inside _start,
+        self.tail = tail
+        self.min_part = max(_PAGE, min_part)
+        self.max_parts = max(1, max_parts)
+        self.recent_bytes = recent_bytes
+        self.max_span = max_span
+        # Re-entrant: a GET that completes at once runs its callback inside _launch,
         # which holds the lock already.
         self._lock = threading.RLock()
-        #: block -> (first block of its GET, the GET)
-        self._inflight: dict[int, tuple[int, Future[bytes]]] = {}
+        #: Fetches in flight, then finished ones (oldest first) while within recent_bytes.
+        self._fetches: list[_Fetch] = []
         self.gets = 0
         self.hits = 0
         self.factor = FACTOR
         self._misses_at_zero = 0
+        self._closed = False
 
-    def _start(self, first: int, last: int, background: bool) -> Future[bytes] | None:
-        """One GET for blocks ``first..last`` (lock held); ``None`` if the budget for
-        background fetches is spent.  The GET may already be done (and gone from
-        ``_inflight``) when this returns: callers use the future returned."""
-        start = first * self.bs
-        end = min(self.source.size, (last + 1) * self.bs)
+    # -- fetches (lock held) ------------------------------------------------------------
+    def _covering(self, pos: int) -> _Fetch | None:
+        """The fetch to serve ``pos`` from: a read's own (smaller, sent first) before a
+        background one, then the one reaching furthest."""
+        best: _Fetch | None = None
+        for f in self._fetches:
+            usable = f.start <= pos < f.end and not f.future.cancelled()
+            if usable and (best is None or (best.background, f.end) > (f.background, best.end)):
+                best = f
+        return best
+
+    def _launch(self, start: int, end: int, background: bool, reach: int = 0) -> _Fetch | None:
+        """One GET of ``[start, end)``; ``None`` if the background budget is spent."""
         if background and not self.budget.take(end - start):
             return None
-        fut = self.submit(_bind(self.source.fetch_keep, start, end))
+        fut = self.submit(_bind(self.source.fetch_exact, start, end))
         self.gets += 1
-        for b in range(first, last + 1):
-            self._inflight[b] = (first, fut)
-        fut.add_done_callback(self._settled(first, last, background, end - start))
-        return fut
+        fetch = _Fetch(start, end, fut, background, reach)
+        self._fetches.append(fetch)
+        fut.add_done_callback(self._settled(fetch))
+        return fetch
 
-    def _settled(
-        self, first: int, last: int, background: bool, nbytes: int
-    ) -> Callable[[Future[bytes]], None]:
+    def _launch_miss(self, start: int, end: int) -> None:
+        """The GETs of a miss: ``[start, end)`` cut into parallel parts."""
+        length = end - start
+        parts = max(1, min(self.max_parts, length // self.min_part))
+        step = -(-length // parts)
+        step += -step % _PAGE
+        lo = start
+        while lo < end:
+            hi = min(end, lo + step)
+            self._launch(lo, hi, background=False)
+            lo = hi
+
+    def _settled(self, fetch: _Fetch) -> Callable[[Future[bytes]], None]:
         def done(fut: Future[bytes]) -> None:
-            if background:
-                self.budget.give(nbytes)
+            if fetch.background:
+                self.budget.give(fetch.end - fetch.start)
+            ok = not fut.cancelled() and fut.exception() is None
+            if ok and self.source.keeps_blocks:
+                # Runs after the waiting reads were woken: the cache write is off their path.
+                with contextlib.suppress(OSError):
+                    self.source.keep(fetch.start, fut.result())
             with self._lock:
-                for b in range(first, last + 1):
-                    got = self._inflight.get(b)
-                    if got is not None and got[1] is fut:
-                        del self._inflight[b]
+                if not ok or self._closed:
+                    if fetch in self._fetches:
+                        self._fetches.remove(fetch)
+                    return
+                self._trim()
 
         return done
 
-    def span_end(self, offset: int, end: int) -> int:
-        """Where the fetch around a miss of ``[offset, end)`` stops."""
-        span = min(MAX_SPAN, self.factor * (end - offset))
-        return max(end, min(self.source.size, offset + span))
+    def _trim(self) -> None:
+        """Drop the oldest finished fetches beyond ``recent_bytes`` (lock held)."""
+        held = sum(f.end - f.start for f in self._fetches if f.future.done())
+        for f in list(self._fetches):
+            if held <= self.recent_bytes:
+                break
+            if f.future.done():
+                self._fetches.remove(f)
+                held -= f.end - f.start
 
-    def _adapt(self, served_by_earlier: bool) -> None:
+    # -- planning ---------------------------------------------------------------------------
+    def span_end(self, offset: int, end: int) -> int:
+        """Where what a miss of ``[offset, end)`` fetches stops (its tail and its span)."""
+        size = self.source.size
+        fetched = min(size, end + self.tail)
+        if not self.source.keeps_blocks:
+            return fetched
+        span = min(self.max_span, self.factor * (end - offset))
+        return max(fetched, min(size, offset + span))
+
+    def _gap_end(self, pos: int, end: int) -> int:
+        """End of the run of bytes from ``pos`` that nothing in flight or cached covers."""
+        stop = end
+        for f in self._fetches:
+            if pos < f.start < stop and not f.future.cancelled():
+                stop = f.start
+        if self.source.keeps_blocks:
+            block = pos // self.bs + 1
+            while block * self.bs < stop:
+                if self.source.has_block(block):
+                    stop = block * self.bs
+                    break
+                block += 1
+        return stop
+
+    def _plan(self, offset: int, end: int) -> tuple[list[_Piece], bool]:
+        """Pieces for ``[offset, end)``, starting the GETs of what is missing (lock held).
+
+        Returns the pieces and whether anything was missing."""
+        pieces: list[_Piece] = []
+        missed = False
+        pos = offset
+        while pos < end:
+            fetch = self._covering(pos)
+            if fetch is not None:
+                hi = min(end, fetch.end)
+                pieces.append((pos, hi, fetch))
+                pos = hi
+                continue
+            block = pos // self.bs
+            if self.source.keeps_blocks and self.source.has_block(block):
+                hi = min(end, (block + 1) * self.bs)
+                pieces.append((pos, hi, block))
+                pos = hi
+                continue
+            gap = self._gap_end(pos, end)
+            fetch_end = min(self.source.size, gap + self.tail) if gap == end else gap
+            self._launch_miss(pos, fetch_end)
+            missed = True
+        return pieces, missed
+
+    def _block_held(self, block: int) -> bool:
+        """Whether the block is cached, or wholly inside one fetch (lock held)."""
+        if self.source.has_block(block):
+            return True
+        lo = block * self.bs
+        hi = min(self.source.size, lo + self.bs)
+        return any(
+            f.start <= lo and hi <= f.end and not f.future.cancelled() for f in self._fetches
+        )
+
+    def _around(self, offset: int, end: int) -> None:
+        """Background GETs of whole blocks for the span after a miss (lock held).
+
+        The span starts at the block holding the miss's last fetched byte: that block is
+        fetched whole (again) so that it can be cached."""
+        if not self.source.keeps_blocks:
+            return
+        fetched = min(self.source.size, end + self.tail)
+        span_end = self.span_end(offset, end)
+        if span_end <= fetched:
+            return
+        first = fetched // self.bs
+        last = (span_end - 1) // self.bs
+        block = first
+        while block <= last:
+            if self._block_held(block):
+                block += 1
+                continue
+            stop = block
+            while stop + 1 <= last and stop + 1 - block < PIECE_BLOCKS:
+                if self._block_held(stop + 1):
+                    break
+                stop += 1
+            hi = min(self.source.size, (stop + 1) * self.bs)
+            if self._launch(block * self.bs, hi, background=True, reach=fetched) is None:
+                return
+            block = stop + 1
+
+    def _adapt(self, pieces: list[_Piece], missed: bool) -> None:
         """Grow the span while fetched neighbours get read, shrink it while they do not."""
-        with self._lock:
-            if served_by_earlier:
-                self.factor = min(MAX_FACTOR, max(1, self.factor * 2))
-            elif self.factor > 0:
+        if missed:
+            if self.factor > 0:
                 self.factor //= 2
             else:
                 self._misses_at_zero += 1
                 if self._misses_at_zero % PROBE == 0:
                     self.factor = 1
+            return
+        self.hits += 1
+        neighbours = any(
+            not isinstance(src, _Fetch) or (src.background and hi > src.reach)
+            for _, hi, src in pieces
+        )
+        if neighbours:
+            self.factor = min(MAX_FACTOR, max(1, self.factor * 2))
 
-    def read(self, offset: int, end: int) -> bytes:
-        """Bytes ``[offset, end)`` (``end`` within the object)."""
-        if not self.source.keeps_blocks:
-            return self._exact(offset, end)
-        bs = self.bs
-        first, last = offset // bs, (end - 1) // bs
-        if self.factor == 0 and not all(self.source.has_block(b) for b in range(first, last + 1)):
-            # Scattered reads: neighbours went unread. Exactly the bytes asked for.
-            self._adapt(False)
-            return self._exact(offset, end)
-        span_end = self.span_end(offset, end)
-        span_last = max(last, (span_end - 1) // bs)
-        have: dict[int, bytes] = {}
-        for b in range(first, last + 1):
-            with self._lock:
-                busy = b in self._inflight
-            if not busy:
-                data = self.source.cached_block(b)
-                if data is not None:
-                    have[b] = data
-        waits: dict[int, tuple[int, Future[bytes]]] = {}
-        missed = False
+    def _prepare(self, offset: int, end: int) -> list[_Piece]:
         with self._lock:
-            for b in range(first, last + 1):
-                if b in have:
-                    continue
-                if b in self._inflight:
-                    waits[b] = self._inflight[b]
-                    continue
-                fut = self._start(b, b, background=False)
-                assert fut is not None  # foreground fetches are never refused
-                waits[b] = (b, fut)
-                missed = True
-            if not waits:
-                self.hits += 1
-            self._adapt(not missed)
-            # Only a miss fetches around itself: hits inside an earlier span do not
-            # extend it, so scattered reads never snowball into a full download.
-            b = last + 1 if missed else span_last + 1
-            while b <= span_last:
-                if b in self._inflight or self.source.has_block(b):
-                    b += 1
-                    continue
-                stop = b
-                while (
-                    stop + 1 <= span_last
-                    and stop + 1 - b < PIECE_BLOCKS
-                    and stop + 1 not in self._inflight
-                ):
-                    stop += 1
-                self._start(b, stop, background=True)
-                b = stop + 1
-        for b, (piece_first, fut) in waits.items():
-            data = fut.result()
-            lo = (b - piece_first) * bs
-            have[b] = data[lo : lo + bs]
-        if first == last:
-            block = have[first]
-            lo = offset - first * bs
-            return block[lo : lo + (end - offset)]
-        joined = b"".join(have[b] for b in range(first, last + 1))
-        lo = offset - first * bs
-        return joined[lo : lo + (end - offset)]
+            pieces, missed = self._plan(offset, end)
+            if missed:
+                self._around(offset, end)
+            self._adapt(pieces, missed)
+            return pieces
 
-    def _exact(self, offset: int, end: int) -> bytes:
-        """Without a block cache nothing fetched could be kept: exactly the bytes asked
-        for, one GET per block they touch, in parallel."""
-        bs = self.bs
-        cuts = [offset, *range((offset // bs + 1) * bs, end, bs), end]
-        if len(cuts) == 2:
-            self.gets += 1
-            return self.source.fetch(offset, end)
-        futs = [self.submit(_bind(self.source.fetch, a, b)) for a, b in itertools.pairwise(cuts)]
-        self.gets += len(futs)
-        return b"".join(f.result() for f in futs)
+    # -- reading ----------------------------------------------------------------------------
+    def start(self, offset: int, end: int) -> None:
+        """Start the GETs that a read of ``[offset, end)`` needs, without waiting."""
+        self._prepare(offset, end)
+
+    def read(self, offset: int, end: int) -> bytes | memoryview:
+        """Bytes ``[offset, end)`` (``end`` within the object)."""
+        pieces = self._prepare(offset, end)
+        parts: list[bytes | memoryview] = []
+        for lo, hi, src in pieces:
+            if isinstance(src, _Fetch):
+                data = src.future.result()
+                parts.append(memoryview(data)[lo - src.start : hi - src.start])
+                continue
+            block = self.source.cached_block(src)
+            if block is None:  # evicted since it was planned
+                parts.append(self.source.fetch_exact(lo, hi))
+                continue
+            base = src * self.bs
+            parts.append(memoryview(block)[lo - base : hi - base])
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Cancel background GETs not yet started and drop what is kept in memory."""
+        with self._lock:
+            self._closed = True
+            for f in self._fetches:
+                if f.background:
+                    f.future.cancel()
+            self._fetches = [f for f in self._fetches if not f.future.done()]
+
+    @property
+    def inflight(self) -> int:
+        with self._lock:
+            return sum(1 for f in self._fetches if not f.future.done())
 
 
 def _bind(fn: Callable[[int, int], bytes], start: int, end: int) -> Callable[[], bytes]:

@@ -13,6 +13,10 @@ Addressing: with a custom endpoint (MinIO, Ceph, a server on 127.0.0.1) path-sty
 requests are used, since bucket host names rarely resolve there;
 ``FUSION_S3_ADDRESSING=virtual`` overrides that.
 
+Reads: the GETs of the read path go through :mod:`fusion.s3_reads` (signed by botocore,
+sent with urllib3: a third of botocore's CPU per call); ``FUSION_S3_BOTOCORE_READS=1``
+sends them through boto3 like every other call.
+
 Every botocore error is translated once, by :func:`fusion.errors.translate_store_error`.
 """
 
@@ -25,6 +29,7 @@ from typing import Any
 
 from fusion.errors import UploadFailed, translate_store_error
 from fusion.objects import CommonPrefix, ObjectInfo, StoreConfig, UploadedPart
+from fusion.s3_reads import RangeGetter, object_info
 
 __all__ = ["S3ObjectStore"]
 
@@ -55,7 +60,23 @@ class S3ObjectStore:
 
     def __init__(self, config: StoreConfig | None = None, client: Any = None) -> None:
         self.config = config or StoreConfig.from_env()
-        self.client = client if client is not None else self._make_client(self.config)
+        #: The read path's GETs (see fusion.s3_reads); ``None`` with a client passed in,
+        #: whose own settings then apply to every call.
+        self.getter: RangeGetter | None = None
+        if client is not None:
+            self.client = client
+        else:
+            self.client, session = self._make_client(self.config)
+            if not os.environ.get("FUSION_S3_BOTOCORE_READS"):
+                cfg = self.config
+                self.getter = RangeGetter.for_client(
+                    self.client,
+                    session,
+                    max_connections=cfg.max_connections,
+                    max_attempts=cfg.max_attempts,
+                    connect_timeout=cfg.connect_timeout,
+                    read_timeout=cfg.read_timeout,
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3ObjectStore:
@@ -78,7 +99,7 @@ class S3ObjectStore:
         )
 
     @staticmethod
-    def _make_client(cfg: StoreConfig) -> Any:
+    def _make_client(cfg: StoreConfig) -> tuple[Any, Any]:
         import boto3
         from botocore.config import Config
 
@@ -104,7 +125,8 @@ class S3ObjectStore:
             region_name=cfg.region or None,
         )
         region = session.region_name or "us-east-1"
-        return session.client("s3", endpoint_url=cfg.endpoint_url, region_name=region, config=bc)
+        client = session.client("s3", endpoint_url=cfg.endpoint_url, region_name=region, config=bc)
+        return client, session
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, bucket: str, key: str) -> bytes:
@@ -112,6 +134,9 @@ class S3ObjectStore:
 
     def get_object(self, bucket: str, key: str) -> tuple[ObjectInfo, bytes]:
         try:
+            if self.getter is not None:
+                headers, body = self.getter.get(bucket, key)
+                return object_info(key, headers, len(body)), body
             resp = self.client.get_object(Bucket=bucket, Key=key)
             data = bytes(resp["Body"].read())
         except Exception as err:
@@ -123,6 +148,13 @@ class S3ObjectStore:
     ) -> bytes:
         if end_exclusive <= start:
             return b""
+        if self.getter is not None:
+            try:
+                return self.getter.get(bucket, key, start, end_exclusive, etag)[1]
+            except Exception as err:
+                raise translate_store_error(
+                    err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"
+                ) from err
         kwargs: dict[str, Any] = {
             "Bucket": bucket,
             "Key": key,

@@ -165,6 +165,8 @@ class FaultProxy:
         self.failed: list[str] = []
         #: Every request seen, as (method, path with query), in arrival order.
         self.requests: list[tuple[str, str]] = []
+        #: Body bytes answered per forwarded request, as (method, path, bytes).
+        self.answered: list[tuple[str, str, int]] = []
         self._seen_lock = threading.Lock()
         proxy = self
 
@@ -208,6 +210,8 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                with proxy._seen_lock:
+                    proxy.answered.append((self.command, self.path, len(data)))
                 conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

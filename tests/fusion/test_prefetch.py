@@ -14,6 +14,7 @@ from fusion.errors import StoreError
 from fusion.memory_store import MemoryObjectStore
 from fusion.object_source import ObjectSource
 from fusion.prefetch import INITIAL_WINDOW, RETAIN, Prefetcher
+from fusion.random_reads import MAX_PARTS
 
 MiB = 1024 * 1024
 
@@ -168,19 +169,51 @@ def test_random_miss_is_one_parallel_round_trip_and_its_neighbourhood_is_kept(
     before = store.calls["get_range"]
     assert bytes(pf.read(off, MiB)) == data[off : off + MiB]
     assert pf.random_reads == 1 and pf.streams_started == 1
-    # Its two blocks were two GETs (parallel); the span after it is fetched around it.
-    deadline = time.monotonic() + 30
-    while pf._random._inflight and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # Its bytes were one round of parallel GETs; the span after it is fetched around it.
+    _settle(pf)
     fetched = store.calls["get_range"] - before
-    assert 2 < fetched <= 2 + 4
-    # Reads nearby, in any order, are cache hits: no GET, no stream.
+    assert 1 < fetched <= MAX_PARTS + 2
+    # Reads nearby, in any order, are served without a GET: no GET, no stream.
     calls = store.calls["get_range"]
     for near in (off + MiB, off + 2 * MiB + 7, off + 3 * MiB - 5):
         assert bytes(pf.read(near, MiB)) == data[near : near + MiB]
     assert store.calls["get_range"] == calls
     assert pf.streams_started == 1
     assert pf.window == INITIAL_WINDOW  # a random pattern never grows the window
+    # The whole blocks fetched are in the block cache: a new handle reads them from disk.
+    other = Prefetcher(ObjectSource(store, src.cache, "b", "k", src.etag, src.size), pool)
+    other.read(0, 4096)
+    calls = store.calls["get_range"]
+    assert bytes(other.read(31 * MiB, MiB)) == data[31 * MiB : 32 * MiB]
+    assert store.calls["get_range"] == calls
+
+
+def test_an_unaligned_read_as_the_kernel_sends_it_is_one_round_of_gets(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    """An unaligned 1 MiB pread arrives as a 1 MiB request and a 4 KiB one, each asked
+    without waiting first (the adapter's fast path), then waited for."""
+    store, src, data = _source(tmp_path, 64 * MiB, cache_bytes=64 * MiB)
+    pf = Prefetcher(src, pool)
+    pf.read(0, 4096)
+    _settle(pf)
+    pf._random.factor = 0  # no neighbourhood: count the read's own GETs only
+    for off in (9 * MiB + 4096, 40 * MiB + 8192 * 3):
+        before = store.calls["get_range"]
+        requests = [(off, MiB), (off + MiB, 4096)]
+        for o, n in requests:
+            assert pf.read(o, n, block=False) is None
+        got = b"".join(bytes(pf.read(o, n)) for o, n in requests)
+        assert got == data[off : off + MiB + 4096]
+        assert store.calls["get_range"] - before <= MAX_PARTS
+        assert src.bytes_fetched <= 64 * MiB
+    assert pf.streams_started == 1  # the trailing page did not start a stream
+
+
+def _settle(pf: Prefetcher) -> None:
+    deadline = time.monotonic() + 30
+    while pf._random.inflight and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_scattered_random_reads_stop_fetching_neighbours(
@@ -194,9 +227,7 @@ def test_scattered_random_reads_stop_fetching_neighbours(
     for off in offsets:
         assert bytes(pf.read(off, 256 * 1024)) == data[off : off + 256 * 1024]
     assert pf._random.factor <= 1  # neighbours went unread: the span shrank away
-    deadline = time.monotonic() + 30
-    while pf._random._inflight and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _settle(pf)
     before = src.bytes_fetched
     far = [i * 4 * MiB + 2 * MiB + 77 for i in range(2, 14)]
     for off in far:
