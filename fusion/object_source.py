@@ -62,6 +62,10 @@ class ObjectSource:
     def keeps_blocks(self) -> bool:
         return self.cache.enabled
 
+    @property
+    def cache_capacity(self) -> int:
+        return self.cache.capacity if self.cache.enabled else 0
+
     def has_block(self, block: int) -> bool:
         return self.cache.enabled and self.cache.contains(self.cache_key, block)
 
@@ -81,11 +85,22 @@ class ObjectSource:
         end = start + len(data)
         first = -(-start // bs) * bs
         last = end if end == self.size else end - end % bs
-        if last > first:
-            view = memoryview(data)
-            self.cache.put_range(self.cache_key, first, view[first - start : last - start])
+        view = memoryview(data)
+        for lo in range(first, last, bs):
+            block = lo // bs
+            if not self.cache.contains(self.cache_key, block):
+                self.cache.put(self.cache_key, block, view[lo - start : min(last, lo + bs) - start])
 
-    def fetch(self, start: int, end: int) -> bytes:
+    def keep_streamed(self, start: int, data: bytes | memoryview) -> None:
+        """:meth:`keep` for bytes read in order: only objects that fit the cache."""
+        if self.cacheable:
+            self.keep(start, data)
+
+    def fetch(self, start: int, end: int, keep: bool = True) -> bytes:
+        """Bytes ``[start, end)``, from the cache where every block is there.
+
+        With ``keep=False`` nothing fetched is written to the cache here: the caller
+        does that later with :meth:`keep_streamed`, off the reader's path."""
         end = min(end, self.size)
         if end <= start:
             return b""
@@ -110,7 +125,7 @@ class ObjectSource:
         fresh = self._get(got_from, end)
         tail_complete = end == self.size or end % bs == 0
         usable = len(fresh) if tail_complete else len(fresh) - len(fresh) % bs
-        if usable > 0 and self.cacheable:
+        if usable > 0 and self.cacheable and keep:
             self.cache.put_range(self.cache_key, got_from, memoryview(fresh)[:usable])
         if not cached:
             return fresh

@@ -25,7 +25,9 @@ The design follows mountpoint-s3's prefetcher, simplified for one process and th
   does not stall the reader for long. At 90 MB/s per connection and 20 ms to first
   byte, eight parallel 8 MiB GETs sustain ~600 MB/s - more than one node's FUSE path.
 * Segments are block aligned, so each one can be looked up in, and written to, the
-  on-disk :class:`~fusion.chunk_cache.ChunkCache`.
+  on-disk :class:`~fusion.chunk_cache.ChunkCache`. The write happens after the GET's
+  waiters were woken (a callback of the segment's future): a first pass over a file
+  never waits for the disk.
 * The kernel delivers reads a little out of order (it sends its own read-ahead as
   several concurrent requests). A read that falls anywhere inside the stream's span, or
   up to one window beyond it, is served by the stream, not treated as a seek; a read
@@ -48,6 +50,7 @@ The design follows mountpoint-s3's prefetcher, simplified for one process and th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Executor, Future
@@ -73,12 +76,17 @@ class RangeSource(Protocol):
     size: int
     block_size: int
 
-    def fetch(self, start: int, end: int) -> bytes:
+    def fetch(self, start: int, end: int, keep: bool = True) -> bytes:
         """Bytes ``[start, end)``; block-aligned ranges may be served from/kept in cache."""
         ...
 
+    def keep_streamed(self, start: int, data: bytes) -> None: ...
+
     @property
     def keeps_blocks(self) -> bool: ...
+
+    @property
+    def cache_capacity(self) -> int: ...
 
     def cached_block(self, block: int) -> bytes | None: ...
 
@@ -193,9 +201,23 @@ class Prefetcher:
             # What the current read needs is always fetched; read-ahead only within budget.
             if not self.budget.take(end - start, force=start < upto):
                 break
-            fut = self._submit(_bind(self.source.fetch, start, end))
+            fut = self._submit(_bind(self._fetch_segment, start, end))
+            # Cached once the reader has its bytes: the disk write is off its path.
+            fut.add_done_callback(self._keep_segment(start))
             self._segments.append(_Segment(start, end, fut))
             self._fetch_end = end
+
+    def _fetch_segment(self, start: int, end: int) -> bytes:
+        return self.source.fetch(start, end, keep=False)
+
+    def _keep_segment(self, start: int) -> Callable[[Future[bytes]], None]:
+        def keep(fut: Future[bytes]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            with contextlib.suppress(OSError):
+                self.source.keep_streamed(start, fut.result())
+
+        return keep
 
     def _advance(self, end: int) -> None:
         self._high = max(self._high, end)

@@ -19,7 +19,7 @@ So a miss:
   ``MAX_SPAN``), in larger pieces and in the background - the read waits only for its
   own bytes. Readers at random offsets often read records near each other, and a later
   read that lands in the span is served from memory or the block cache (the mount's
-  ``random_span`` setting bounds the span; 0 turns it off). The factor
+  ``random_span`` setting bounds the span; 0 turns it and the fill below off). The factor
   adapts: it doubles (up to ``MAX_FACTOR``) whenever a read is served by what an
   earlier read fetched around itself, and halves whenever a read misses outright - so
   uniformly scattered reads soon stop paying for neighbours nobody reads (at factor 0
@@ -28,7 +28,14 @@ So a miss:
 * keeps every whole block it fetched in the disk block cache (bounded, LRU), even for
   objects too large to be cached while streaming, and the last fetches in memory
   (``recent_bytes``), written to the cache after the waiting read has its bytes;
-* never starts or grows a sequential window: a random pattern stays random.
+* never starts or grows a sequential window: a random pattern stays random;
+* once ``FILL_AFTER`` reads of an open file have missed, and the object fits in half
+  the block cache, the whole object is *filled* into the block cache in the background
+  (``FILL_PARALLEL`` GETs of ``FILL_PIECE_BLOCKS`` blocks at a time, within the shared
+  read budget): a file read at random offsets again and again - an index, a database,
+  a reference - is soon served from local disk, for this reader and every later one on
+  the node. Reads never wait for the fill; they use the blocks it has cached. Objects
+  larger than that are never filled: they would evict everything else.
 
 Fetches in flight are shared: a read that needs bytes another read already asked for
 waits for that GET instead of sending its own. The background part of the span is only
@@ -65,6 +72,13 @@ MIN_PART = 512 * 1024
 MAX_PARTS = 4
 #: Bytes of finished fetches kept in memory per open file.
 RECENT_BYTES = 4 * 1024 * 1024
+#: After this many misses on one open file, an object that fits in half the block cache
+#: is filled into the cache in the background ...
+FILL_AFTER = 4
+#: ... in pieces of this many blocks ...
+FILL_PIECE_BLOCKS = 8
+#: ... this many at a time.
+FILL_PARALLEL = 4
 _PAGE = 4096
 
 
@@ -74,6 +88,9 @@ class BlockSource(Protocol):
 
     @property
     def keeps_blocks(self) -> bool: ...
+
+    @property
+    def cache_capacity(self) -> int: ...
 
     def fetch_exact(self, start: int, end: int) -> bytes: ...
 
@@ -143,6 +160,11 @@ class RandomReader:
         self.factor = FACTOR
         self._misses_at_zero = 0
         self._closed = False
+        self.misses = 0
+        #: Next block the fill looks at (-1: no fill), and its GETs in flight.
+        self._fill_next = -1
+        self._fill_inflight: list[Future[bytes]] = []
+        self.fill_gets = 0
 
     # -- fetches (lock held) ------------------------------------------------------------
     def _covering(self, pos: int) -> _Fetch | None:
@@ -318,8 +340,74 @@ class RandomReader:
             pieces, missed = self._plan(offset, end)
             if missed:
                 self._around(offset, end)
+                self.misses += 1
+                if self.misses == FILL_AFTER and self._fill_allowed():
+                    self._fill_next = 0
             self._adapt(pieces, missed)
+            self._fill_more()
             return pieces
+
+    # -- filling the cache with a whole object read at random ---------------------------
+    def _fill_allowed(self) -> bool:
+        capacity = self.source.cache_capacity
+        return (
+            self.source.keeps_blocks
+            and self.max_span > 0
+            and self.source.size > MAX_SPAN
+            and self.source.size <= capacity // 2
+        )
+
+    def _fill_more(self) -> None:
+        """Start fill GETs up to FILL_PARALLEL (lock held)."""
+        if self._fill_next < 0 or self._closed:
+            return
+        self._fill_inflight = [f for f in self._fill_inflight if not f.done()]
+        blocks = -(-self.source.size // self.bs)
+        while len(self._fill_inflight) < FILL_PARALLEL and self._fill_next < blocks:
+            first = self._fill_next
+            while first < blocks and self._block_held(first):
+                first += 1
+            if first >= blocks:
+                self._fill_next = first
+                break
+            last = first
+            while (
+                last + 1 < blocks
+                and last + 1 - first < FILL_PIECE_BLOCKS
+                and not self._block_held(last + 1)
+            ):
+                last += 1
+            start = first * self.bs
+            end = min(self.source.size, (last + 1) * self.bs)
+            if not self.budget.take(end - start):
+                return  # resumed by the next read or the next fill GET to finish
+            fut = self.submit(_bind(self.source.fetch_exact, start, end))
+            self.fill_gets += 1
+            fut.add_done_callback(self._filled(start, end))
+            self._fill_inflight.append(fut)
+            self._fill_next = last + 1
+
+    def _filled(self, start: int, end: int) -> Callable[[Future[bytes]], None]:
+        def done(fut: Future[bytes]) -> None:
+            try:
+                if not fut.cancelled() and fut.exception() is None:
+                    with contextlib.suppress(OSError):
+                        self.source.keep(start, fut.result())
+                elif not fut.cancelled():
+                    with self._lock:
+                        self._fill_next = -1  # a failed GET stops the fill; reads go on
+            finally:
+                self.budget.give(end - start)
+            with self._lock:
+                self._fill_more()
+
+        return done
+
+    @property
+    def filling(self) -> bool:
+        with self._lock:
+            blocks = -(-self.source.size // self.bs)
+            return 0 <= self._fill_next < blocks or any(not f.done() for f in self._fill_inflight)
 
     # -- reading ----------------------------------------------------------------------------
     def start(self, offset: int, end: int) -> None:
@@ -349,6 +437,9 @@ class RandomReader:
         """Cancel background GETs not yet started and drop what is kept in memory."""
         with self._lock:
             self._closed = True
+            self._fill_next = -1
+            for fut in self._fill_inflight:
+                fut.cancel()
             for f in self._fetches:
                 if f.background:
                     f.future.cancel()

@@ -14,7 +14,7 @@ from fusion.errors import StoreError
 from fusion.memory_store import MemoryObjectStore
 from fusion.object_source import ObjectSource
 from fusion.prefetch import INITIAL_WINDOW, RETAIN, Prefetcher
-from fusion.random_reads import MAX_PARTS
+from fusion.random_reads import FILL_AFTER, FILL_PIECE_BLOCKS, MAX_PARTS
 
 MiB = 1024 * 1024
 
@@ -234,3 +234,40 @@ def test_scattered_random_reads_stop_fetching_neighbours(
         assert bytes(pf.read(off, 256 * 1024)) == data[off : off + 256 * 1024]
     # Mostly exact fetches now (a probe now and then may fetch a small span).
     assert src.bytes_fetched - before <= len(far) * 256 * 1024 + 2 * MiB
+
+
+def test_an_object_read_at_random_is_filled_into_the_cache(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    store, src, data = _source(tmp_path, 40 * MiB, cache_bytes=128 * MiB)
+    pf = Prefetcher(src, pool)
+    pf.read(0, 4096)
+    _settle(pf)
+    offsets = [o * MiB + 777 for o in (30, 5, 22, 13, 35, 9)]
+    for off in offsets[:FILL_AFTER]:
+        assert bytes(pf.read(off, 65536)) == data[off : off + 65536]
+    deadline = time.monotonic() + 30
+    while pf._random.filling and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pf._random.fill_gets >= 40 // FILL_PIECE_BLOCKS
+    assert all(src.has_block(b) for b in range(40))
+    # Every later read, anywhere, is served from the cache.
+    calls = store.calls["get_range"]
+    for off in [*offsets[FILL_AFTER:], 39 * MiB + 5]:
+        n = min(MiB, len(data) - off)
+        assert bytes(pf.read(off, n)) == data[off : off + n]
+    assert store.calls["get_range"] == calls
+    pf.close()
+
+
+def test_an_object_larger_than_half_the_cache_is_never_filled(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    _, src, data = _source(tmp_path, 40 * MiB, cache_bytes=64 * MiB)
+    pf = Prefetcher(src, pool, random_span=0)
+    pf.read(0, 4096)
+    for i in range(2 * FILL_AFTER):
+        off = (37 - 4 * i) * MiB + 99
+        assert bytes(pf.read(off, 4096)) == data[off : off + 4096]
+    assert pf._random.fill_gets == 0 and not pf._random.filling
+    pf.close()
