@@ -16,6 +16,7 @@ with ``ESTALE`` (on servers that honour If-Match) instead of returning a mix.
 from __future__ import annotations
 
 from fusion.chunk_cache import CacheKey, ChunkCache
+from fusion.progress import Progress
 from fusion.store import ObjectStore
 
 __all__ = ["ObjectSource"]
@@ -72,6 +73,24 @@ class ObjectSource:
     def fetch_exact(self, start: int, end: int) -> bytes:
         """One GET of exactly ``[start, end)``, nothing cached (see :meth:`keep`)."""
         return self._get(start, min(end, self.size))
+
+    def fetch_into(self, start: int, progress: Progress) -> bytearray:
+        """One GET of ``progress.size`` bytes from ``start``, readable as they arrive."""
+        end = min(self.size, start + progress.size)
+        try:
+            into = getattr(self.store, "get_range_into", None)
+            if into is not None:
+                into(self.bucket, self.key, start, end, self.etag or None, progress)
+            else:
+                data = self.store.get_range(self.bucket, self.key, start, end, self.etag or None)
+                progress.buffer[: len(data)] = data
+                progress.advanced(len(data))
+        except BaseException as err:
+            progress.finished(err)
+            raise
+        progress.finished()
+        self.bytes_fetched += progress.received
+        return progress.buffer
 
     def keep(self, start: int, data: bytes | memoryview) -> None:
         """Put the whole blocks inside ``data`` (read from ``start``) in the cache.

@@ -57,6 +57,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from dataclasses import dataclass
 from typing import Protocol
 
+from fusion.progress import Progress
 from fusion.random_reads import MAX_SPAN, RandomReader
 
 __all__ = ["INITIAL_WINDOW", "RETAIN", "Prefetcher", "RangeSource", "ReadBudget"]
@@ -93,6 +94,8 @@ class RangeSource(Protocol):
     def has_block(self, block: int) -> bool: ...
 
     def fetch_exact(self, start: int, end: int) -> bytes: ...
+
+    def fetch_into(self, start: int, progress: Progress) -> bytearray: ...
 
     def keep(self, start: int, data: bytes) -> None: ...
 

@@ -16,15 +16,16 @@ So a miss:
   connection carries tens of MB/s; 1 MiB at 90 MB/s is 11 ms on top of ~20 ms to first
   byte);
 * also fetches what follows it, up to a span of ``factor`` times the read (at most
-  ``MAX_SPAN``), in larger pieces and in the background - the read waits only for its
-  own bytes. Readers at random offsets often read records near each other, and a later
-  read that lands in the span is served from memory or the block cache (the mount's
-  ``random_span`` setting bounds the span; 0 turns it and the fill below off). The factor
-  adapts: it doubles (up to ``MAX_FACTOR``) whenever a read is served by what an
-  earlier read fetched around itself, and halves whenever a read misses outright - so
-  uniformly scattered reads soon stop paying for neighbours nobody reads (at factor 0
-  a miss fetches its bytes and the tail only, and every ``PROBE``-th miss tries a span
-  again);
+  ``MAX_SPAN``, rounded to whole blocks), as the continuation of its last GET: the read
+  waits only for its own bytes (:class:`~fusion.progress.Progress`), the rest streams in
+  over the same connection, with no request of its own. Readers at random offsets often
+  read records near each other, and a later read that lands in the span is served from
+  memory or the block cache (the mount's ``random_span`` setting bounds the span; 0
+  turns it and the fill below off). The factor adapts: it doubles (up to
+  ``MAX_FACTOR``) whenever a read is served by what an earlier read fetched around
+  itself, and halves whenever a read misses outright - so uniformly scattered reads
+  soon stop paying for neighbours nobody reads (at factor 0 a miss fetches its bytes
+  and the tail only, and every ``PROBE``-th miss tries a span again);
 * keeps every whole block it fetched in the disk block cache (bounded, LRU), even for
   objects too large to be cached while streaming, and the last fetches in memory
   (``recent_bytes``), written to the cache after the waiting read has its bytes;
@@ -38,8 +39,9 @@ So a miss:
   larger than that are never filled: they would evict everything else.
 
 Fetches in flight are shared: a read that needs bytes another read already asked for
-waits for that GET instead of sending its own. The background part of the span is only
-fetched while the mount's shared :class:`~fusion.prefetch.ReadBudget` allows.
+waits for that GET (for its bytes of it) instead of sending its own. The span beyond a
+read, and the fill, are only fetched while the mount's shared
+:class:`~fusion.prefetch.ReadBudget` allows.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
+
+from fusion.progress import Progress
 
 __all__ = ["FACTOR", "MAX_FACTOR", "MAX_SPAN", "TAIL", "RandomReader"]
 
@@ -62,8 +66,6 @@ MAX_FACTOR = 16
 MAX_SPAN = 16 * 1024 * 1024
 #: At factor 0, every PROBE-th miss fetches a span again, to notice locality returning.
 PROBE = 16
-#: Blocks per background GET.
-PIECE_BLOCKS = 4
 #: Bytes fetched past the end of a miss (the kernel's trailing page of an unaligned read).
 TAIL = 64 * 1024
 #: A miss is cut into GETs of at least this many bytes ...
@@ -76,7 +78,7 @@ RECENT_BYTES = 4 * 1024 * 1024
 #: is filled into the cache in the background ...
 FILL_AFTER = 4
 #: ... in pieces of this many blocks ...
-FILL_PIECE_BLOCKS = 8
+FILL_PIECE_BLOCKS = 16
 #: ... this many at a time.
 FILL_PARALLEL = 4
 _PAGE = 4096
@@ -93,6 +95,8 @@ class BlockSource(Protocol):
     def cache_capacity(self) -> int: ...
 
     def fetch_exact(self, start: int, end: int) -> bytes: ...
+
+    def fetch_into(self, start: int, progress: Progress) -> bytearray: ...
 
     def keep(self, start: int, data: bytes) -> None: ...
 
@@ -118,9 +122,15 @@ class _Fetch:
     end: int
     future: Future[bytes]
     background: bool
-    #: For a background fetch: where the miss that launched it stopped fetching for
-    #: itself. Bytes past it read later are neighbours that were worth fetching.
+    #: For a fetch that also brings a span: where the miss that launched it stopped
+    #: fetching for itself. Bytes past it read later are neighbours worth fetching.
     reach: int = 0
+    #: Bytes taken from the read budget, given back when the GET ends.
+    borrowed: int = 0
+    #: Set for a GET whose bytes can be read as they arrive.
+    progress: Progress | None = None
+    #: The GET ended and its blocks went to the cache: it may leave memory now.
+    settled: bool = False
 
 
 #: A piece of a read: bytes [lo, hi) from a fetch, or from the cached block.
@@ -177,39 +187,62 @@ class RandomReader:
                 best = f
         return best
 
-    def _launch(self, start: int, end: int, background: bool, reach: int = 0) -> _Fetch | None:
+    def _launch(
+        self,
+        start: int,
+        end: int,
+        background: bool,
+        reach: int = 0,
+        borrowed: int = 0,
+        progressive: bool = False,
+    ) -> _Fetch | None:
         """One GET of ``[start, end)``; ``None`` if the background budget is spent."""
-        if background and not self.budget.take(end - start):
-            return None
-        fut = self.submit(_bind(self.source.fetch_exact, start, end))
+        if background:
+            if not self.budget.take(end - start):
+                return None
+            borrowed = end - start
+        progress = Progress(end - start) if progressive else None
+        if progress is not None:
+            fut = self.submit(_bind_into(self.source.fetch_into, start, progress))
+        else:
+            fut = self.submit(_bind(self.source.fetch_exact, start, end))
         self.gets += 1
-        fetch = _Fetch(start, end, fut, background, reach)
+        fetch = _Fetch(start, end, fut, background, reach, borrowed, progress)
         self._fetches.append(fetch)
         fut.add_done_callback(self._settled(fetch))
         return fetch
 
-    def _launch_miss(self, start: int, end: int) -> None:
-        """The GETs of a miss: ``[start, end)`` cut into parallel parts."""
+    def _launch_miss(self, start: int, end: int, span_end: int) -> None:
+        """The GETs of a miss: ``[start, end)`` cut into parallel parts, the last one
+        going on to ``span_end`` (read as it arrives: the read waits for its own bytes
+        only)."""
         length = end - start
         parts = max(1, min(self.max_parts, length // self.min_part))
         step = -(-length // parts)
         step += -step % _PAGE
+        extra = 0
+        if span_end > end and self.budget.take(span_end - end):
+            extra = span_end - end
         lo = start
         while lo < end:
             hi = min(end, lo + step)
-            self._launch(lo, hi, background=False)
+            if hi == end and extra:
+                self._launch(lo, end + extra, False, reach=end, borrowed=extra, progressive=True)
+            else:
+                self._launch(lo, hi, background=False)
             lo = hi
 
     def _settled(self, fetch: _Fetch) -> Callable[[Future[bytes]], None]:
         def done(fut: Future[bytes]) -> None:
-            if fetch.background:
-                self.budget.give(fetch.end - fetch.start)
+            if fetch.borrowed:
+                self.budget.give(fetch.borrowed)
             ok = not fut.cancelled() and fut.exception() is None
             if ok and self.source.keeps_blocks:
                 # Runs after the waiting reads were woken: the cache write is off their path.
                 with contextlib.suppress(OSError):
                     self.source.keep(fetch.start, fut.result())
             with self._lock:
+                fetch.settled = True
                 if not ok or self._closed:
                     if fetch in self._fetches:
                         self._fetches.remove(fetch)
@@ -220,11 +253,11 @@ class RandomReader:
 
     def _trim(self) -> None:
         """Drop the oldest finished fetches beyond ``recent_bytes`` (lock held)."""
-        held = sum(f.end - f.start for f in self._fetches if f.future.done())
+        held = sum(f.end - f.start for f in self._fetches if f.settled)
         for f in list(self._fetches):
             if held <= self.recent_bytes:
                 break
-            if f.future.done():
+            if f.settled:
                 self._fetches.remove(f)
                 held -= f.end - f.start
 
@@ -237,6 +270,15 @@ class RandomReader:
             return fetched
         span = min(self.max_span, self.factor * (end - offset))
         return max(fetched, min(size, offset + span))
+
+    def _span_end(self, offset: int, end: int) -> int:
+        """Where a miss's GET stops: its span rounded up to whole blocks (so they can be
+        cached), or just its tail."""
+        fetched = min(self.source.size, end + self.tail)
+        span_end = self.span_end(offset, end)
+        if span_end <= fetched or not self.source.keeps_blocks:
+            return fetched
+        return min(self.source.size, span_end + -span_end % self.bs)
 
     def _gap_end(self, pos: int, end: int) -> int:
         """End of the run of bytes from ``pos`` that nothing in flight or cached covers."""
@@ -253,10 +295,11 @@ class RandomReader:
                 block += 1
         return stop
 
-    def _plan(self, offset: int, end: int) -> tuple[list[_Piece], bool]:
+    def _plan(self, offset: int, end: int, span_end: int) -> tuple[list[_Piece], bool]:
         """Pieces for ``[offset, end)``, starting the GETs of what is missing (lock held).
 
-        Returns the pieces and whether anything was missing."""
+        A miss that reaches ``end`` also fetches on to ``span_end`` (up to what is held
+        already). Returns the pieces and whether anything was missing."""
         pieces: list[_Piece] = []
         missed = False
         pos = offset
@@ -275,7 +318,10 @@ class RandomReader:
                 continue
             gap = self._gap_end(pos, end)
             fetch_end = min(self.source.size, gap + self.tail) if gap == end else gap
-            self._launch_miss(pos, fetch_end)
+            span = fetch_end
+            if gap == end and span_end > fetch_end:
+                span = self._gap_end(fetch_end, span_end)
+            self._launch_miss(pos, fetch_end, span)
             missed = True
         return pieces, missed
 
@@ -289,34 +335,6 @@ class RandomReader:
             f.start <= lo and hi <= f.end and not f.future.cancelled() for f in self._fetches
         )
 
-    def _around(self, offset: int, end: int) -> None:
-        """Background GETs of whole blocks for the span after a miss (lock held).
-
-        The span starts at the block holding the miss's last fetched byte: that block is
-        fetched whole (again) so that it can be cached."""
-        if not self.source.keeps_blocks:
-            return
-        fetched = min(self.source.size, end + self.tail)
-        span_end = self.span_end(offset, end)
-        if span_end <= fetched:
-            return
-        first = fetched // self.bs
-        last = (span_end - 1) // self.bs
-        block = first
-        while block <= last:
-            if self._block_held(block):
-                block += 1
-                continue
-            stop = block
-            while stop + 1 <= last and stop + 1 - block < PIECE_BLOCKS:
-                if self._block_held(stop + 1):
-                    break
-                stop += 1
-            hi = min(self.source.size, (stop + 1) * self.bs)
-            if self._launch(block * self.bs, hi, background=True, reach=fetched) is None:
-                return
-            block = stop + 1
-
     def _adapt(self, pieces: list[_Piece], missed: bool) -> None:
         """Grow the span while fetched neighbours get read, shrink it while they do not."""
         if missed:
@@ -328,8 +346,9 @@ class RandomReader:
                     self.factor = 1
             return
         self.hits += 1
+        filling = self._fill_next >= 0
         neighbours = any(
-            not isinstance(src, _Fetch) or (src.background and hi > src.reach)
+            (src.reach > 0 and hi > src.reach) if isinstance(src, _Fetch) else not filling
             for _, hi, src in pieces
         )
         if neighbours:
@@ -337,9 +356,8 @@ class RandomReader:
 
     def _prepare(self, offset: int, end: int) -> list[_Piece]:
         with self._lock:
-            pieces, missed = self._plan(offset, end)
+            pieces, missed = self._plan(offset, end, self._span_end(offset, end))
             if missed:
-                self._around(offset, end)
                 self.misses += 1
                 if self.misses == FILL_AFTER and self._fill_allowed():
                     self._fill_next = 0
@@ -361,7 +379,6 @@ class RandomReader:
         """Start fill GETs up to FILL_PARALLEL (lock held)."""
         if self._fill_next < 0 or self._closed:
             return
-        self._fill_inflight = [f for f in self._fill_inflight if not f.done()]
         blocks = -(-self.source.size // self.bs)
         while len(self._fill_inflight) < FILL_PARALLEL and self._fill_next < blocks:
             first = self._fill_next
@@ -379,12 +396,14 @@ class RandomReader:
                 last += 1
             start = first * self.bs
             end = min(self.source.size, (last + 1) * self.bs)
-            if not self.budget.take(end - start):
-                return  # resumed by the next read or the next fill GET to finish
+            # One piece is always allowed in flight, so the fill never stalls; more only
+            # within the shared budget.
+            if not self.budget.take(end - start, force=not self._fill_inflight):
+                return  # resumed when a fill GET in flight ends
             fut = self.submit(_bind(self.source.fetch_exact, start, end))
             self.fill_gets += 1
+            self._fill_inflight.append(fut)  # before the callback, which may run at once
             fut.add_done_callback(self._filled(start, end))
-            self._fill_inflight.append(fut)
             self._fill_next = last + 1
 
     def _filled(self, start: int, end: int) -> Callable[[Future[bytes]], None]:
@@ -399,6 +418,8 @@ class RandomReader:
             finally:
                 self.budget.give(end - start)
             with self._lock:
+                if fut in self._fill_inflight:
+                    self._fill_inflight.remove(fut)  # ended and cached
                 self._fill_more()
 
         return done
@@ -407,7 +428,7 @@ class RandomReader:
     def filling(self) -> bool:
         with self._lock:
             blocks = -(-self.source.size // self.bs)
-            return 0 <= self._fill_next < blocks or any(not f.done() for f in self._fill_inflight)
+            return 0 <= self._fill_next < blocks or bool(self._fill_inflight)
 
     # -- reading ----------------------------------------------------------------------------
     def start(self, offset: int, end: int) -> None:
@@ -420,8 +441,11 @@ class RandomReader:
         parts: list[bytes | memoryview] = []
         for lo, hi, src in pieces:
             if isinstance(src, _Fetch):
-                data = src.future.result()
-                parts.append(memoryview(data)[lo - src.start : hi - src.start])
+                if src.progress is not None:
+                    view = src.progress.wait(hi - src.start)
+                else:
+                    view = memoryview(src.future.result())
+                parts.append(view[lo - src.start : hi - src.start])
                 continue
             block = self.source.cached_block(src)
             if block is None:  # evicted since it was planned
@@ -443,12 +467,22 @@ class RandomReader:
             for f in self._fetches:
                 if f.background:
                     f.future.cancel()
-            self._fetches = [f for f in self._fetches if not f.future.done()]
+            self._fetches = [f for f in self._fetches if not f.settled]
 
     @property
     def inflight(self) -> int:
+        """GETs not yet ended and cached."""
         with self._lock:
-            return sum(1 for f in self._fetches if not f.future.done())
+            return sum(1 for f in self._fetches if not f.settled)
+
+
+def _bind_into(
+    fn: Callable[[int, Progress], bytearray], start: int, progress: Progress
+) -> Callable[[], bytes]:
+    def call() -> bytes:
+        return fn(start, progress)  # type: ignore[return-value]
+
+    return call
 
 
 def _bind(fn: Callable[[int, int], bytes], start: int, end: int) -> Callable[[], bytes]:

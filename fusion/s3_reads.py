@@ -33,6 +33,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from fusion.objects import ObjectInfo
+from fusion.progress import Progress
 
 __all__ = ["HttpError", "RangeGetter"]
 
@@ -40,6 +41,9 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _META = "x-amz-meta-"
+#: Bytes read per step into a progressive buffer: readers waiting for the start of a
+#: span are woken every this many bytes.
+_CHUNK = 256 * 1024
 
 
 class HttpError(Exception):
@@ -175,6 +179,64 @@ class RangeGetter:
                 if attempt >= self.max_attempts:
                     raise
             self.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
+
+    def get_into(
+        self,
+        bucket: str,
+        key: str,
+        start: int,
+        end: int,
+        etag: str | None,
+        progress: Progress,
+    ) -> None:
+        """Bytes ``[start, end)`` into ``progress``, reporting each chunk as it arrives.
+
+        A connection cut mid-body is retried from the first byte not yet received."""
+        url = self.url(bucket, key)
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Range": f"bytes={start + progress.received}-{end - 1}"}
+            if etag:
+                headers["If-Match"] = f'"{etag}"'
+            try:
+                self._once_into(url, headers, progress)
+                return
+            except HttpError as err:
+                if attempt >= self.max_attempts or not (
+                    err.status in _RETRY_STATUS or err.code in _RETRY_CODES
+                ):
+                    raise
+            except (urllib3.exceptions.HTTPError, _ShortBody, OSError):
+                if attempt >= self.max_attempts:
+                    raise
+            self.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
+
+    def _once_into(self, url: str, headers: dict[str, str], progress: Progress) -> None:
+        self.requests += 1
+        resp = self.pool.request(
+            "GET", url, headers=self._signed(url, headers), preload_content=False, redirect=False
+        )
+        try:
+            if resp.status >= 300:
+                raise _error_of(resp.status, resp.read())
+            view = memoryview(progress.buffer)
+            # http.client's readinto fills the buffer in place (urllib3's copies).
+            raw = getattr(resp, "_fp", None)
+            readinto = raw.readinto if raw is not None else resp.readinto
+            got = progress.received
+            while got < progress.size:
+                n = readinto(view[got : min(progress.size, got + _CHUNK)])
+                if not n:
+                    break
+                got += n
+                progress.advanced(got)
+            if got < progress.size:
+                raise _ShortBody(f"{got} of {progress.size} bytes")
+        except urllib3.exceptions.ProtocolError as err:
+            raise _ShortBody(str(err)) from err
+        finally:
+            resp.release_conn()
 
     def _once(self, url: str, headers: dict[str, str]) -> tuple[Mapping[str, str], bytes]:
         self.requests += 1

@@ -29,6 +29,7 @@ from typing import Any
 
 from fusion.errors import UploadFailed, translate_store_error
 from fusion.objects import CommonPrefix, ObjectInfo, StoreConfig, UploadedPart
+from fusion.progress import Progress
 from fusion.s3_reads import RangeGetter, object_info
 
 __all__ = ["S3ObjectStore"]
@@ -165,6 +166,28 @@ class S3ObjectStore:
         try:
             resp = self.client.get_object(**kwargs)
             return bytes(resp["Body"].read())
+        except Exception as err:
+            raise translate_store_error(
+                err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"
+            ) from err
+
+    def get_range_into(
+        self,
+        bucket: str,
+        key: str,
+        start: int,
+        end_exclusive: int,
+        etag: str | None,
+        progress: Progress,
+    ) -> None:
+        """Bytes ``[start, end_exclusive)`` into ``progress`` as they arrive."""
+        try:
+            if self.getter is not None:
+                self.getter.get_into(bucket, key, start, end_exclusive, etag, progress)
+                return
+            data = self.get_range(bucket, key, start, end_exclusive, etag)
+            progress.buffer[: len(data)] = data
+            progress.advanced(len(data))
         except Exception as err:
             raise translate_store_error(
                 err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"

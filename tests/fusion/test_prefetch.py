@@ -249,6 +249,7 @@ def test_an_object_read_at_random_is_filled_into_the_cache(
     deadline = time.monotonic() + 30
     while pf._random.filling and time.monotonic() < deadline:
         time.sleep(0.01)
+    _settle(pf)
     assert pf._random.fill_gets >= 40 // FILL_PIECE_BLOCKS
     assert all(src.has_block(b) for b in range(40))
     # Every later read, anywhere, is served from the cache.
