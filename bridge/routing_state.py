@@ -21,13 +21,15 @@ Outcomes are read from the attempt's stored status: the agent's final ``state``,
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import threading
+import weakref
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, func, or_, select
 
 from bridge.config import Settings, TargetConfig
 from bridge.requirements import Requirements
@@ -53,76 +55,161 @@ def _epoch(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
+class _RequestCache:
+    """What routing needs of a task (resources, owner, tags), by task ``seq``.
+
+    A task's requirements, owner and tags never change after submission, so each
+    document is parsed once, not on every dispatch turn. Bounded, least recently used
+    dropped first."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._items: OrderedDict[int, Request] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, seq: int) -> Request | None:
+        with self._lock:
+            found = self._items.get(seq)
+            if found is not None:
+                self._items.move_to_end(seq)
+            return found
+
+    def put(self, seq: int, request: Request) -> None:
+        with self._lock:
+            self._items[seq] = request
+            self._items.move_to_end(seq)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+
+#: One cache per store (a process may open several databases).
+_CACHES: weakref.WeakKeyDictionary[TaskStore, _RequestCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+#: Task documents read per query when filling the cache.
+_DOCUMENTS_PER_QUERY = 500
+
+
+def _requests(store: TaskStore, seqs: set[int]) -> dict[int, Request]:
+    """Requests for the tasks ``seqs``: cached, the others read in a few queries."""
+    with _CACHES_LOCK:
+        cache = _CACHES.get(store)
+        if cache is None:
+            cache = _CACHES[store] = _RequestCache()
+    out: dict[int, Request] = {}
+    missing = []
+    for seq in seqs:
+        found = cache.get(seq)
+        if found is None:
+            missing.append(seq)
+        else:
+            out[seq] = found
+    if not missing:
+        return out
+    with store.engine.connect() as conn:
+        for i in range(0, len(missing), _DOCUMENTS_PER_QUERY):
+            chunk = missing[i : i + _DOCUMENTS_PER_QUERY]
+            query = select(T.c.seq, T.c.owner, T.c.document).where(T.c.seq.in_(chunk))
+            for row in conn.execute(query):
+                doc = json.loads(row.document)
+                req = Request.from_requirements(Requirements.of(doc), row.owner, doc)
+                cache.put(row.seq, req)
+                out[row.seq] = req
+    return out
+
+
 def load_state(store: TaskStore, settings: Settings, now: datetime | None = None) -> RoutingState:
-    """The routing state as the database has it now (one query)."""
+    """The routing state as the database has it now.
+
+    Each part is one narrow query: active attempts per target are counted by the
+    database; recent failures read finished attempts of the degraded window only;
+    budgets read only attempts on the targets they can match (active ones, and finished
+    ones on paid targets when a budget has a dollar limit); wall times are read only for
+    targets whose slots are all taken. Task documents are read for budgets and full
+    targets only, each at most once per store (:class:`_RequestCache`)."""
     now_dt = now or datetime.now(UTC)
     now_s = now_dt.timestamp()
     policy = settings.routing
     configs = {t.name: t for t in settings.targets}
-    paid = [n for n, c in configs.items() if is_cloud(c.kind, c.routing)]
+    cloud = {n: is_cloud(c.kind, c.routing) for n, c in configs.items()}
     cutoff = datetime.fromtimestamp(now_s - policy.degraded_window_s, UTC)
-    cols = (
-        ATTEMPTS.c.target,
-        ATTEMPTS.c.submitted_time,
-        ATTEMPTS.c.start_time,
-        ATTEMPTS.c.end_time,
-        ATTEMPTS.c.status,
-        ATTEMPTS.c.outcome,
-        ATTEMPTS.c.finished,
-        T.c.owner,
-        T.c.document,
-    )
-    wanted = [ATTEMPTS.c.finished.is_(False), ATTEMPTS.c.end_time >= cutoff]
-    if paid and any(b.usd is not None for b in settings.budgets):
-        wanted.append(ATTEMPTS.c.target.in_(paid))
+    a = ATTEMPTS.c
+    active = a.finished.is_(False)
     with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(*cols).join(T, T.c.seq == ATTEMPTS.c.task_seq).where(or_(*wanted))
+        counted = conn.execute(
+            select(a.target, func.count()).where(active).group_by(a.target)
         ).all()
+        per_target = {t: int(n) for t, n in counted if t in configs}
+        failures: dict[str, list[float]] = defaultdict(list)
+        finished = conn.execute(
+            select(a.target, a.end_time, a.status, a.outcome).where(
+                a.finished.is_(True), a.end_time >= cutoff
+            )
+        )
+        for r in finished:
+            end = _epoch(r.end_time)
+            if r.target not in configs or end is None:
+                continue
+            if outcome_of(json.loads(r.status or "{}"), r.outcome) in FAILED_OUTCOMES:
+                failures[r.target].append(end)
+
+        full = sorted(
+            name
+            for name, cfg in configs.items()
+            if (limit := cfg.setting("max_parallel")) is not None
+            and per_target.get(name, 0) >= limit
+        )
+        # Targets some budget can match: only those attempts need owner and tags.
+        budgeted = sorted(
+            name
+            for name in configs
+            if any(
+                (b.covers == "all" or cloud[name]) and b.target in (None, name)
+                for b in settings.budgets
+            )
+        )
+        paid_usd = any(b.usd is not None for b in settings.budgets)
+        rows: Sequence[Any] = []
+        if budgeted or full:
+            wanted = []
+            if budgeted:
+                wanted.append(and_(active, a.target.in_(budgeted)))
+                paid = [n for n in budgeted if cloud[n]]
+                if paid_usd and paid:
+                    wanted.append(and_(a.finished.is_(True), a.target.in_(paid)))
+            if full:
+                wanted.append(and_(active, a.target.in_(full)))
+            cols = (a.task_seq, a.target, a.finished, a.submitted_time, a.start_time, a.end_time)
+            rows = conn.execute(select(*cols).where(or_(*wanted))).all()
+    requests = _requests(store, {r.task_seq for r in rows}) if rows else {}
 
     spent: dict[str, float] = defaultdict(float)
     running: dict[str, int] = defaultdict(int)
-    per_target: dict[str, int] = defaultdict(int)
-    failures: dict[str, list[float]] = defaultdict(list)
     remaining: dict[str, list[float]] = defaultdict(list)
+    full_set = set(full)
     for r in rows:
-        cfg = configs.get(r.target)
-        if cfg is None:
+        cfg = configs[r.target]
+        req = requests.get(r.task_seq)
+        if req is None:
             continue
-        status = json.loads(r.status or "{}")
-        end = _epoch(r.end_time)
-        recent = end is not None and end >= now_s - policy.degraded_window_s
-        if r.finished:
-            if recent and end is not None and outcome_of(status, r.outcome) in FAILED_OUTCOMES:
-                failures[r.target].append(end)
-        else:
-            per_target[r.target] += 1
-        doc = json.loads(r.document)
-        req = Request.from_requirements(Requirements.of(doc), r.owner, doc)
-        if not r.finished:
+        if not r.finished and r.target in full_set:
             begun = _epoch(r.start_time) or _epoch(r.submitted_time) or now_s
             wall = req.wall_time_s or policy.default_wall_time_s
             remaining[r.target].append(max(60.0, begun + wall - now_s))
-        cloud = is_cloud(cfg.kind, cfg.routing)
+        on_cloud = cloud[r.target]
+        end = _epoch(r.end_time)
         for b in settings.budgets:
-            if not b.matches(req.owner, req.tags, cfg.name, cloud):
+            if not b.matches(req.owner, req.tags, cfg.name, on_cloud):
                 continue
             if not r.finished:
                 running[b.name] += 1
-            if b.usd is not None and cloud:
+            if b.usd is not None and on_cloud:
                 spent[b.name] += _spend(req, cfg, settings, r, end, now_s)
-    extra = {
-        name: min(remaining[name])
-        for name, cfg in configs.items()
-        if (limit := cfg.setting("max_parallel")) is not None
-        and per_target[name] >= limit
-        and remaining[name]
-    }
+    extra = {name: min(remaining[name]) for name in full if remaining[name]}
     return RoutingState(
         now=now_s,
         spent_usd=dict(spent),
         running=dict(running),
-        running_per_target=dict(per_target),
+        running_per_target=per_target,
         failures={k: tuple(v) for k, v in failures.items()},
         extra_wait_s=extra,
     )
