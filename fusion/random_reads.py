@@ -121,7 +121,6 @@ class _Fetch:
     start: int
     end: int
     future: Future[bytes]
-    background: bool
     #: For a fetch that also brings a span: where the miss that launched it stopped
     #: fetching for itself. Bytes past it read later are neighbours worth fetching.
     reach: int = 0
@@ -178,12 +177,11 @@ class RandomReader:
 
     # -- fetches (lock held) ------------------------------------------------------------
     def _covering(self, pos: int) -> _Fetch | None:
-        """The fetch to serve ``pos`` from: a read's own (smaller, sent first) before a
-        background one, then the one reaching furthest."""
+        """The fetch to serve ``pos`` from (the one reaching furthest)."""
         best: _Fetch | None = None
         for f in self._fetches:
             usable = f.start <= pos < f.end and not f.future.cancelled()
-            if usable and (best is None or (best.background, f.end) > (f.background, best.end)):
+            if usable and (best is None or f.end > best.end):
                 best = f
         return best
 
@@ -191,23 +189,19 @@ class RandomReader:
         self,
         start: int,
         end: int,
-        background: bool,
         reach: int = 0,
         borrowed: int = 0,
         progressive: bool = False,
-    ) -> _Fetch | None:
-        """One GET of ``[start, end)``; ``None`` if the background budget is spent."""
-        if background:
-            if not self.budget.take(end - start):
-                return None
-            borrowed = end - start
+    ) -> _Fetch:
+        """One GET of ``[start, end)``; ``borrowed`` bytes of it were taken from the
+        read budget and are given back when it ends."""
         progress = Progress(end - start) if progressive else None
         if progress is not None:
             fut = self.submit(_bind_into(self.source.fetch_into, start, progress))
         else:
             fut = self.submit(_bind(self.source.fetch_exact, start, end))
         self.gets += 1
-        fetch = _Fetch(start, end, fut, background, reach, borrowed, progress)
+        fetch = _Fetch(start, end, fut, reach, borrowed, progress)
         self._fetches.append(fetch)
         fut.add_done_callback(self._settled(fetch))
         return fetch
@@ -227,9 +221,9 @@ class RandomReader:
         while lo < end:
             hi = min(end, lo + step)
             if hi == end and extra:
-                self._launch(lo, end + extra, False, reach=end, borrowed=extra, progressive=True)
+                self._launch(lo, end + extra, reach=end, borrowed=extra, progressive=True)
             else:
-                self._launch(lo, hi, background=False)
+                self._launch(lo, hi)
             lo = hi
 
     def _settled(self, fetch: _Fetch) -> Callable[[Future[bytes]], None]:
@@ -458,15 +452,13 @@ class RandomReader:
         return b"".join(parts)
 
     def close(self) -> None:
-        """Cancel background GETs not yet started and drop what is kept in memory."""
+        """Stop the fill (its GETs not yet started are cancelled) and drop what is kept
+        in memory; GETs of reads in progress finish for their readers."""
         with self._lock:
             self._closed = True
             self._fill_next = -1
             for fut in self._fill_inflight:
                 fut.cancel()
-            for f in self._fetches:
-                if f.background:
-                    f.future.cancel()
             self._fetches = [f for f in self._fetches if not f.settled]
 
     @property
