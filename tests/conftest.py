@@ -7,6 +7,8 @@ started by ``scripts/services/postgres.sh`` (each test gets a fresh database).
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,24 @@ def service_env(name: str) -> dict[str, str]:
     """What scripts/services/<name>.sh wrote to .services/<name>/env, or {} if not started."""
     path = SERVICES / name / "env"
     return read_env_file(path) if path.is_file() else {}
+
+
+def slurm_ping(env: dict[str, str], wait_s: float = 60.0) -> str | None:
+    """``None`` once ``scontrol ping`` says the controller is up, else its last answer.
+
+    Waits up to ``wait_s``: a test before this one may have restarted slurmctld (the
+    restart tests do), and a controller coming back should not turn a test into a skip.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        ping = subprocess.run(
+            ["scontrol", "ping"], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        if "is UP" in ping.stdout:
+            return None
+        if time.monotonic() >= deadline:
+            return ping.stdout.strip() or ping.stderr.strip()
+        time.sleep(1.0)
 
 
 def postgres_admin_url() -> str | None:

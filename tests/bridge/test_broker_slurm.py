@@ -18,7 +18,7 @@ import pytest
 from bridge.client import BridgeClient
 from bridge.config import Settings, TargetConfig
 from bridge.server import free_port, serve_in_thread
-from tests.conftest import service_env
+from tests.conftest import service_env, slurm_ping
 from tests.tes_schema import validate
 
 pytestmark = pytest.mark.slurm
@@ -33,11 +33,9 @@ def slurm_target(runner: str = "local") -> TargetConfig:
     env = service_env("slurm")
     if not env:
         pytest.skip("the Slurm test cluster is not set up: run scripts/services/slurm.sh")
-    ping = subprocess.run(
-        ["scontrol", "ping"], env={**os.environ, **env}, capture_output=True, text=True
-    )
-    if "is UP" not in ping.stdout:
-        pytest.skip(f"slurmctld does not answer: {ping.stdout.strip() or ping.stderr.strip()}")
+    down = slurm_ping(env)
+    if down is not None:
+        pytest.skip(f"slurmctld does not answer after 60 s: {down}")
     if runner == "local":
         return TargetConfig(name="hpc", kind="slurm", container_runtime="none", env=env)
     ssh = service_env("sshd")

@@ -10,9 +10,7 @@ service is not there.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +21,7 @@ from schedulers.base import JobState, JobStatus
 from schedulers.errors import BackendUnavailable
 from schedulers.slurm import SlurmBackend
 from schedulers.transport import CommandRunner, LocalRunner, SSHRunner
-from tests.conftest import read_env_file
+from tests.conftest import read_env_file, slurm_ping
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / ".services"
@@ -39,13 +37,9 @@ def slurm_env() -> dict[str, str]:
             f"Slurm test cluster not set up: {env_file} missing (run scripts/services/slurm.sh)"
         )
     env = read_env_file(env_file)
-    ping = subprocess.run(
-        ["scontrol", "ping"], env={**os.environ, **env}, capture_output=True, text=True, check=False
-    )
-    if "is UP" not in ping.stdout:
-        pytest.skip(
-            f"slurmctld is not answering (scontrol ping: {ping.stdout.strip() or ping.stderr.strip()})"
-        )
+    down = slurm_ping(env)
+    if down is not None:
+        pytest.skip(f"slurmctld is not answering after 60 s (scontrol ping: {down})")
     return env
 
 
