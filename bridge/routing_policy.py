@@ -127,12 +127,16 @@ class Budget(BaseModel):
     max_running: int | None = Field(default=None, ge=0)
     covers: Literal["cloud", "all"] = "cloud"
 
-    def matches(self, owner: str, tags: Mapping[str, str], target: str, cloud: bool) -> bool:
+    def covers_target(self, target: str, cloud: bool) -> bool:
+        """Whether tasks on ``target`` can count against this budget at all."""
         if self.covers == "cloud" and not cloud:
             return False
-        if self.user is not None and owner != self.user:
+        return self.target is None or target == self.target
+
+    def matches(self, owner: str, tags: Mapping[str, str], target: str, cloud: bool) -> bool:
+        if not self.covers_target(target, cloud):
             return False
-        if self.target is not None and target != self.target:
+        if self.user is not None and owner != self.user:
             return False
         if self.tag is not None:
             key, sep, value = self.tag.partition("=")

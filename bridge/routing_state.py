@@ -162,10 +162,7 @@ def load_state(store: TaskStore, settings: Settings, now: datetime | None = None
         budgeted = sorted(
             name
             for name in configs
-            if any(
-                (b.covers == "all" or cloud[name]) and b.target in (None, name)
-                for b in settings.budgets
-            )
+            if any(b.covers_target(name, cloud[name]) for b in settings.budgets)
         )
         paid_usd = any(b.usd is not None for b in settings.budgets)
         rows: Sequence[Any] = []

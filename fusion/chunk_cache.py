@@ -140,7 +140,9 @@ class ChunkCache:
         """Store the whole blocks contained in ``data`` read from offset ``start``.
 
         ``start`` must be block aligned. The final partial block is stored only when it
-        is the object's last block - the caller signals that by passing the tail.
+        is the object's last block - the caller signals that by passing the tail. Blocks
+        already held are not written again: a key names one version of an object, so
+        their bytes are the same.
         """
         if not self.enabled:
             return
@@ -148,7 +150,8 @@ class ChunkCache:
         bs = self.block_size
         first = start // bs
         for i in range(0, len(view), bs):
-            self.put(key, first + i // bs, view[i : i + bs])
+            if not self.contains(key, first + i // bs):
+                self.put(key, first + i // bs, view[i : i + bs])
 
     def clear(self) -> None:
         with self._lock:

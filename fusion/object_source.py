@@ -82,9 +82,9 @@ class ObjectSource:
             if into is not None:
                 into(self.bucket, self.key, start, end, self.etag or None, progress)
             else:
-                data = self.store.get_range(self.bucket, self.key, start, end, self.etag or None)
-                progress.buffer[: len(data)] = data
-                progress.advanced(len(data))
+                progress.fill(
+                    self.store.get_range(self.bucket, self.key, start, end, self.etag or None)
+                )
         except BaseException as err:
             progress.finished(err)
             raise
@@ -104,11 +104,10 @@ class ObjectSource:
         end = start + len(data)
         first = -(-start // bs) * bs
         last = end if end == self.size else end - end % bs
-        view = memoryview(data)
-        for lo in range(first, last, bs):
-            block = lo // bs
-            if not self.cache.contains(self.cache_key, block):
-                self.cache.put(self.cache_key, block, view[lo - start : min(last, lo + bs) - start])
+        if last > first:
+            self.cache.put_range(
+                self.cache_key, first, memoryview(data)[first - start : last - start]
+            )
 
     def keep_streamed(self, start: int, data: bytes | memoryview) -> None:
         """:meth:`keep` for bytes read in order: only objects that fit the cache."""

@@ -31,6 +31,11 @@ class Progress:
             self.received = received
             self._cond.notify_all()
 
+    def fill(self, data: bytes) -> None:
+        """All the bytes at once (from a store that cannot stream them)."""
+        self.buffer[: len(data)] = data
+        self.advanced(len(data))
+
     def finished(self, error: BaseException | None = None) -> None:
         with self._cond:
             self._done = True

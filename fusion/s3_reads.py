@@ -24,8 +24,8 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -36,6 +36,8 @@ from fusion.objects import ObjectInfo
 from fusion.progress import Progress
 
 __all__ = ["HttpError", "RangeGetter"]
+
+T = TypeVar("T")
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
@@ -160,25 +162,8 @@ class RangeGetter:
     ) -> tuple[Mapping[str, str], bytes]:
         """The object's bytes ``[start, end)`` (all of it without a range) and headers."""
         url = self.url(bucket, key)
-        headers: dict[str, str] = {}
-        if start is not None and end is not None:
-            headers["Range"] = f"bytes={start}-{end - 1}"
-        if etag:
-            headers["If-Match"] = f'"{etag}"'
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._once(url, headers)
-            except HttpError as err:
-                if attempt >= self.max_attempts or not (
-                    err.status in _RETRY_STATUS or err.code in _RETRY_CODES
-                ):
-                    raise
-            except (urllib3.exceptions.HTTPError, _ShortBody, OSError):
-                if attempt >= self.max_attempts:
-                    raise
-            self.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
+        headers = _headers(start, end, etag)
+        return self._retrying(lambda: self._once(url, headers))
 
     def get_into(
         self,
@@ -193,15 +178,21 @@ class RangeGetter:
 
         A connection cut mid-body is retried from the first byte not yet received."""
         url = self.url(bucket, key)
+
+        def attempt() -> None:
+            # From the first byte not yet received: a retry resumes, never restarts.
+            self._once_into(url, _headers(start + progress.received, end, etag), progress)
+
+        self._retrying(attempt)
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call()``, retried as botocore's standard mode retries: connection errors,
+        5xx, throttling and short bodies, with jittered exponential backoff."""
         attempt = 0
         while True:
             attempt += 1
-            headers = {"Range": f"bytes={start + progress.received}-{end - 1}"}
-            if etag:
-                headers["If-Match"] = f'"{etag}"'
             try:
-                self._once_into(url, headers, progress)
-                return
+                return call()
             except HttpError as err:
                 if attempt >= self.max_attempts or not (
                     err.status in _RETRY_STATUS or err.code in _RETRY_CODES
@@ -212,11 +203,15 @@ class RangeGetter:
                     raise
             self.sleep(random.random() * min(20.0, 2.0 ** (attempt - 1)))  # noqa: S311 - jitter
 
-    def _once_into(self, url: str, headers: dict[str, str], progress: Progress) -> None:
+    def _send(self, url: str, headers: dict[str, str]) -> Any:
+        """The signed GET's response, its body not read yet."""
         self.requests += 1
-        resp = self.pool.request(
+        return self.pool.request(
             "GET", url, headers=self._signed(url, headers), preload_content=False, redirect=False
         )
+
+    def _once_into(self, url: str, headers: dict[str, str], progress: Progress) -> None:
+        resp = self._send(url, headers)
         try:
             if resp.status >= 300:
                 raise _error_of(resp.status, resp.read())
@@ -239,10 +234,7 @@ class RangeGetter:
             resp.release_conn()
 
     def _once(self, url: str, headers: dict[str, str]) -> tuple[Mapping[str, str], bytes]:
-        self.requests += 1
-        resp = self.pool.request(
-            "GET", url, headers=self._signed(url, headers), preload_content=False, redirect=False
-        )
+        resp = self._send(url, headers)
         try:
             body = resp.read()
             if resp.status >= 300:
@@ -255,6 +247,16 @@ class RangeGetter:
             raise _ShortBody(str(err)) from err
         finally:
             resp.release_conn()
+
+
+def _headers(start: int | None, end: int | None, etag: str | None) -> dict[str, str]:
+    """Range (``[start, end)``, when given) and If-Match headers of a GET."""
+    headers: dict[str, str] = {}
+    if start is not None and end is not None:
+        headers["Range"] = f"bytes={start}-{end - 1}"
+    if etag:
+        headers["If-Match"] = f'"{etag}"'
+    return headers
 
 
 def object_info(key: str, headers: Mapping[str, str], size: int) -> ObjectInfo:

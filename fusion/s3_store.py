@@ -185,9 +185,7 @@ class S3ObjectStore:
             if self.getter is not None:
                 self.getter.get_into(bucket, key, start, end_exclusive, etag, progress)
                 return
-            data = self.get_range(bucket, key, start, end_exclusive, etag)
-            progress.buffer[: len(data)] = data
-            progress.advanced(len(data))
+            progress.fill(self.get_range(bucket, key, start, end_exclusive, etag))
         except Exception as err:
             raise translate_store_error(
                 err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"
