@@ -267,7 +267,8 @@ def _stop_slurmctld() -> None:
 async def test_jobs_survive_a_slurmctld_restart(slurm: SlurmBackend, workdir: Path) -> None:
     ids = await slurm.submit_array([sleeper(workdir, f"r{i}", 4) for i in range(3)])
     ids.append(await slurm.submit(sleeper(workdir, "plain", 4)))
-    await wait_until(slurm, ids, done=RUNNING_OR_DONE)
+    # Right after the other runner's restart, new jobs may first wait out a BeginTime.
+    await wait_until(slurm, ids, done=RUNNING_OR_DONE, timeout=300)
     # Slurm's clients retry for ~20 s before giving up on a dead controller; a short
     # command timeout shows the same BackendUnavailable sooner.
     impatient = SlurmBackend(slurm.runner, command_timeout=3)
