@@ -45,6 +45,8 @@ class ObjectSource:
         # An object larger than the whole cache would only evict everything, itself
         # included, before anyone read it again (LRU thrash): stream it uncached.
         self.cacheable = cache.enabled and size <= cache.capacity
+        #: Whether the blocks of the current sequential pass go to the cache.
+        self.streams_cached = self.cacheable
         self.bytes_fetched = 0
 
     def _block_end(self, block: int) -> int:
@@ -109,9 +111,13 @@ class ObjectSource:
                 self.cache_key, first, memoryview(data)[first - start : last - start]
             )
 
+    def begin_stream(self) -> None:
+        """A sequential pass starts: ask the cache whether to keep what it streams."""
+        self.streams_cached = self.cacheable and self.cache.admit_stream(self.cache_key, self.size)
+
     def keep_streamed(self, start: int, data: bytes | memoryview) -> None:
-        """:meth:`keep` for bytes read in order: only objects that fit the cache."""
-        if self.cacheable:
+        """:meth:`keep` for bytes read in order, when the cache admitted this pass."""
+        if self.streams_cached:
             self.keep(start, data)
 
     def fetch(self, start: int, end: int, keep: bool = True) -> bytes:

@@ -27,7 +27,8 @@ The design follows mountpoint-s3's prefetcher, simplified for one process and th
 * Segments are block aligned, so each one can be looked up in, and written to, the
   on-disk :class:`~fusion.chunk_cache.ChunkCache`. The write happens after the GET's
   waiters were woken (a callback of the segment's future): a first pass over a file
-  never waits for the disk.
+  never waits for the disk. A large object is only written there from its second pass
+  on (the cache's admission, see :meth:`~fusion.chunk_cache.ChunkCache.admit_stream`).
 * The kernel delivers reads a little out of order (it sends its own read-ahead as
   several concurrent requests). A read that falls anywhere inside the stream's span, or
   up to one window beyond it, is served by the stream, not treated as a seek; a read
@@ -79,6 +80,10 @@ class RangeSource(Protocol):
 
     def fetch(self, start: int, end: int, keep: bool = True) -> bytes:
         """Bytes ``[start, end)``; block-aligned ranges may be served from/kept in cache."""
+        ...
+
+    def begin_stream(self) -> None:
+        """A sequential pass starts (the source decides whether to cache it)."""
         ...
 
     def keep_streamed(self, start: int, data: bytes) -> None: ...
@@ -187,6 +192,7 @@ class Prefetcher:
         self._grown_at = start
         self._high = start
         self.streams_started += 1
+        self.source.begin_stream()
 
     def _in_stream(self, offset: int) -> bool:
         return self._stream_start >= 0 and (

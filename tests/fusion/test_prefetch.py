@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fusion import chunk_cache
 from fusion.chunk_cache import ChunkCache
 from fusion.errors import StoreError
 from fusion.memory_store import MemoryObjectStore
@@ -96,6 +97,33 @@ def test_cache_serves_a_second_reader(tmp_path: Path, pool: ThreadPoolExecutor) 
     assert b"".join(bytes(second.read(o, MiB)) for o in range(0, len(data), MiB)) == data
     assert store.calls["get_range"] == gets
     assert second_src.bytes_fetched == 0
+
+
+def test_a_large_object_is_cached_from_its_second_pass_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chunk_cache, "SCAN_BYTES", 4 * MiB)
+    store, src, data = _source(tmp_path, 12 * MiB, cache_bytes=64 * MiB)
+
+    def read_all(source: ObjectSource) -> bytes:
+        # The pool's shutdown waits for the GETs and their cache writes (callbacks).
+        with ThreadPoolExecutor(4) as own:
+            pf = Prefetcher(source, own)
+            out = b"".join(bytes(pf.read(o, MiB)) for o in range(0, len(data), MiB))
+        pf.close()
+        return out
+
+    def again() -> ObjectSource:
+        return ObjectSource(store, src.cache, "b", "k", src.etag, src.size)
+
+    assert read_all(src) == data
+    assert src.bytes_fetched == len(data) and src.cache.used == 0  # a scan: not cached
+    second = again()
+    assert read_all(second) == data
+    assert second.bytes_fetched == len(data) and src.cache.used == len(data)
+    third = again()
+    assert read_all(third) == data
+    assert third.bytes_fetched == 0  # read a third time: served by the cache
 
 
 def test_failed_get_fails_the_read_then_recovers(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
