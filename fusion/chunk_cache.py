@@ -5,7 +5,8 @@ times) should not pay S3 again, and node-local disk is orders of magnitude large
 cheaper than the memory the mount may use. Why blocks: a file is cached piecewise as it
 is read, so a reader of the first 10 MiB of a 100 GiB object caches 10 MiB.
 
-Layout: one file per block, ``<dir>/<digest[:2]>/<digest>.<block>``, where ``digest``
+Layout: one file per block (written with ``O_DIRECT`` where the file system allows, see
+:mod:`fusion.block_writer`), ``<dir>/<digest[:2]>/<digest>.<block>``, where ``digest``
 hashes bucket, key *and ETag*: a new version of an object has a new digest, so stale
 blocks are never served - they age out of the LRU. Blocks are ``block_size`` bytes
 (1 MiB, the size of a FUSE read request) except an object's last block.
@@ -35,6 +36,8 @@ import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from fusion.block_writer import BlockWriter
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "SCAN_BYTES", "CacheKey", "ChunkCache"]
 
@@ -72,6 +75,7 @@ class ChunkCache:
         self.hits = 0
         self.misses = 0
         self._streamed: OrderedDict[str, None] = OrderedDict()
+        self._writer = BlockWriter(block_size)
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
@@ -154,8 +158,7 @@ class ChunkCache:
         tmp = f"{path}.{threading.get_ident()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
+            self._writer.write(tmp, data)
             os.replace(tmp, path)
         except OSError:
             with self._lock:

@@ -80,7 +80,7 @@ FILL_AFTER = 4
 #: ... in pieces of this many blocks ...
 FILL_PIECE_BLOCKS = 16
 #: ... this many at a time.
-FILL_PARALLEL = 4
+FILL_PARALLEL = 8
 _PAGE = 4096
 
 
