@@ -15,6 +15,8 @@ with ``ESTALE`` (on servers that honour If-Match) instead of returning a mix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fusion.chunk_cache import CacheKey, ChunkCache
 from fusion.progress import Progress
 from fusion.store import ObjectStore
@@ -93,6 +95,26 @@ class ObjectSource:
         progress.finished()
         self.bytes_fetched += progress.received
         return progress.buffer
+
+    def fill_range(self, start: int, end: int, stop: Callable[[], bool] = lambda: False) -> None:
+        """Fetch ``[start, end)`` (block aligned) into the cache, block by block as it
+        arrives: one GET that holds one block of memory however long it is. Ends early,
+        after a block, once ``stop()`` is true."""
+        end = min(end, self.size)
+        if not self.cache.enabled or end <= start:
+            return
+        blocks = getattr(self.store, "get_range_blocks", None)
+        if blocks is None:
+            self.keep(start, self._get(start, end))
+            return
+
+        def deliver(offset: int, view: memoryview) -> bool:
+            self.bytes_fetched += len(view)
+            if len(view) == self.block_size or offset + len(view) == self.size:
+                self.cache.put(self.cache_key, offset // self.block_size, view)
+            return not stop()
+
+        blocks(self.bucket, self.key, start, end, self.etag or None, self.block_size, deliver)
 
     def keep(self, start: int, data: bytes | memoryview) -> None:
         """Put the whole blocks inside ``data`` (read from ``start``) in the cache.

@@ -32,8 +32,9 @@ So a miss:
 * never starts or grows a sequential window: a random pattern stays random;
 * once ``FILL_AFTER`` reads of an open file have missed, and the object fits in half
   the block cache, the whole object is *filled* into the block cache in the background
-  (``FILL_PARALLEL`` GETs of ``FILL_PIECE_BLOCKS`` blocks at a time, within the shared
-  read budget): a file read at random offsets again and again - an index, a database,
+  (``FILL_PARALLEL`` GETs of ``FILL_PIECE_BLOCKS`` blocks at a time, each block written
+  to the cache as it arrives, so a fill GET holds one block of memory, taken from the
+  shared read budget): a file read at random offsets again and again - an index, a database,
   a reference - is soon served from local disk, for this reader and every later one on
   the node. Reads never wait for the fill; they use the blocks it has cached. Objects
   larger than that are never filled: they would evict everything else.
@@ -78,7 +79,7 @@ RECENT_BYTES = 4 * 1024 * 1024
 #: is filled into the cache in the background ...
 FILL_AFTER = 4
 #: ... in pieces of this many blocks ...
-FILL_PIECE_BLOCKS = 16
+FILL_PIECE_BLOCKS = 32
 #: ... this many at a time.
 FILL_PARALLEL = 8
 _PAGE = 4096
@@ -97,6 +98,8 @@ class BlockSource(Protocol):
     def fetch_exact(self, start: int, end: int) -> bytes: ...
 
     def fetch_into(self, start: int, progress: Progress) -> bytearray: ...
+
+    def fill_range(self, start: int, end: int, stop: Callable[[], bool] = ...) -> None: ...
 
     def keep(self, start: int, data: bytes) -> None: ...
 
@@ -390,33 +393,31 @@ class RandomReader:
                 last += 1
             start = first * self.bs
             end = min(self.source.size, (last + 1) * self.bs)
-            # One piece is always allowed in flight, so the fill never stalls; more only
-            # within the shared budget.
-            if not self.budget.take(end - start, force=not self._fill_inflight):
+            # A fill GET holds one block of memory (its bytes go to the cache as they
+            # arrive). One is always allowed in flight, so the fill never stalls; more
+            # only within the shared budget.
+            if not self.budget.take(self.bs, force=not self._fill_inflight):
                 return  # resumed when a fill GET in flight ends
-            fut = self.submit(_bind(self.source.fetch_exact, start, end))
+            fut = self.submit(_bind_fill(self.source.fill_range, start, end, self._is_closed))
             self.fill_gets += 1
             self._fill_inflight.append(fut)  # before the callback, which may run at once
-            fut.add_done_callback(self._filled(start, end))
+            fut.add_done_callback(self._filled())
             self._fill_next = last + 1
 
-    def _filled(self, start: int, end: int) -> Callable[[Future[bytes]], None]:
+    def _filled(self) -> Callable[[Future[bytes]], None]:
         def done(fut: Future[bytes]) -> None:
-            try:
-                if not fut.cancelled() and fut.exception() is None:
-                    with contextlib.suppress(OSError):
-                        self.source.keep(start, fut.result())
-                elif not fut.cancelled():
-                    with self._lock:
-                        self._fill_next = -1  # a failed GET stops the fill; reads go on
-            finally:
-                self.budget.give(end - start)
+            self.budget.give(self.bs)
             with self._lock:
+                if not fut.cancelled() and fut.exception() is not None:
+                    self._fill_next = -1  # a failed GET stops the fill; reads go on
                 if fut in self._fill_inflight:
-                    self._fill_inflight.remove(fut)  # ended and cached
+                    self._fill_inflight.remove(fut)  # ended: its blocks are cached
                 self._fill_more()
 
         return done
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     @property
     def filling(self) -> bool:
@@ -452,8 +453,9 @@ class RandomReader:
         return b"".join(parts)
 
     def close(self) -> None:
-        """Stop the fill (its GETs not yet started are cancelled) and drop what is kept
-        in memory; GETs of reads in progress finish for their readers."""
+        """Stop the fill (its GETs not yet started are cancelled, those running end
+        after their current block) and drop what is kept in memory; GETs of reads in
+        progress finish for their readers."""
         with self._lock:
             self._closed = True
             self._fill_next = -1
@@ -473,6 +475,19 @@ def _bind_into(
 ) -> Callable[[], bytes]:
     def call() -> bytes:
         return fn(start, progress)  # type: ignore[return-value]
+
+    return call
+
+
+def _bind_fill(
+    fn: Callable[[int, int, Callable[[], bool]], None],
+    start: int,
+    end: int,
+    stop: Callable[[], bool],
+) -> Callable[[], bytes]:
+    def call() -> bytes:
+        fn(start, end, stop)
+        return b""
 
     return call
 

@@ -185,6 +185,33 @@ class RangeGetter:
 
         self._retrying(attempt)
 
+    def get_blocks(
+        self,
+        bucket: str,
+        key: str,
+        start: int,
+        end: int,
+        etag: str | None,
+        block_size: int,
+        deliver: Callable[[int, memoryview], bool],
+    ) -> None:
+        """Bytes ``[start, end)`` handed to ``deliver(offset, view)`` a block at a time.
+
+        One buffer of ``block_size`` bytes is reused for every block (the view is only
+        valid during the call), so a long GET holds one block of memory, not its length.
+        The last block may be short. ``deliver`` returning ``False`` ends the GET there
+        (its connection is closed, not reused). A connection cut mid-body is retried
+        from the first byte not yet delivered."""
+        url = self.url(bucket, key)
+        buffer = bytearray(block_size)
+        delivered = [start]
+
+        def attempt() -> None:
+            headers = _headers(delivered[0], end, etag)
+            self._once_blocks(url, headers, buffer, end - delivered[0], delivered, deliver)
+
+        self._retrying(attempt)
+
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call()``, retried as botocore's standard mode retries: connection errors,
         5xx, throttling and short bodies, with jittered exponential backoff."""
@@ -228,6 +255,42 @@ class RangeGetter:
                 progress.advanced(got)
             if got < progress.size:
                 raise _ShortBody(f"{got} of {progress.size} bytes")
+        except urllib3.exceptions.ProtocolError as err:
+            raise _ShortBody(str(err)) from err
+        finally:
+            resp.release_conn()
+
+    def _once_blocks(
+        self,
+        url: str,
+        headers: dict[str, str],
+        buffer: bytearray,
+        length: int,
+        delivered: list[int],
+        deliver: Callable[[int, memoryview], bool],
+    ) -> None:
+        resp = self._send(url, headers)
+        try:
+            if resp.status >= 300:
+                raise _error_of(resp.status, resp.read())
+            view = memoryview(buffer)
+            raw = getattr(resp, "_fp", None)
+            readinto = raw.readinto if raw is not None else resp.readinto
+            left = length
+            while left > 0:
+                want = min(len(buffer), left)
+                got = 0
+                while got < want:
+                    n = readinto(view[got:want])
+                    if not n:
+                        raise _ShortBody(f"{length - left + got} of {length} bytes")
+                    got += n
+                wanted = deliver(delivered[0], view[:got])
+                delivered[0] += got
+                left -= got
+                if not wanted and left > 0:
+                    resp.close()  # the rest of the body is not read: never reuse it
+                    return
         except urllib3.exceptions.ProtocolError as err:
             raise _ShortBody(str(err)) from err
         finally:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from fusion.errors import UploadFailed, translate_store_error
+from fusion.errors import StoreError, UploadFailed, translate_store_error
 from fusion.objects import CommonPrefix, ObjectInfo, StoreConfig, UploadedPart
 from fusion.progress import Progress
 from fusion.s3_reads import RangeGetter, object_info
@@ -186,6 +186,34 @@ class S3ObjectStore:
                 self.getter.get_into(bucket, key, start, end_exclusive, etag, progress)
                 return
             progress.fill(self.get_range(bucket, key, start, end_exclusive, etag))
+        except Exception as err:
+            raise translate_store_error(
+                err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"
+            ) from err
+
+    def get_range_blocks(
+        self,
+        bucket: str,
+        key: str,
+        start: int,
+        end_exclusive: int,
+        etag: str | None,
+        block_size: int,
+        deliver: Callable[[int, memoryview], bool],
+    ) -> None:
+        """Bytes ``[start, end_exclusive)`` to ``deliver(offset, view)`` block by block,
+        through one reused buffer, until it returns ``False`` (see
+        :meth:`RangeGetter.get_blocks`)."""
+        try:
+            if self.getter is not None:
+                self.getter.get_blocks(bucket, key, start, end_exclusive, etag, block_size, deliver)
+                return
+            data = memoryview(self.get_range(bucket, key, start, end_exclusive, etag))
+            for lo in range(0, len(data), block_size):
+                if not deliver(start + lo, data[lo : lo + block_size]):
+                    return
+        except StoreError:
+            raise
         except Exception as err:
             raise translate_store_error(
                 err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"

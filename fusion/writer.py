@@ -188,6 +188,19 @@ class WriteSession:
                 self._upload_id = upload_id
             return upload_id
 
+    def _part_result(self, part: int, fut: Future[UploadedPart]) -> UploadedPart:
+        """The upload of a part that was in flight when the commit began; if it fails,
+        the part is sent once more, as one that had failed before the commit is (a
+        second failure is the commit's)."""
+        try:
+            return fut.result()
+        except Exception:
+            with self._lock:
+                if self._parts.get(part) is fut:
+                    self._start_part(part)
+                retry = self._parts[part]
+            return retry.result()
+
     def _upload_part(self, part: int) -> UploadedPart:
         upload_id = self._ensure_upload_id()
         with self._lock:
@@ -233,6 +246,7 @@ class WriteSession:
         nparts = max(1, -(-size // ps))
         try:
             with self._lock:
+                started: set[int] = set()
                 for part in range(nparts):
                     fut = self._parts.get(part)
                     stale = (
@@ -247,8 +261,12 @@ class WriteSession:
                     # is stale too: its generation changed with the write that moved the end.
                     if fut is None or stale:
                         self._start_part(part)
+                        started.add(part)
                 futures = [self._parts[p] for p in range(nparts)]
-            uploaded = [f.result() for f in futures]
+            uploaded = [
+                f.result() if p in started else self._part_result(p, f)
+                for p, f in enumerate(futures)
+            ]
             # Parts still in flight when we sampled may have read older bytes: re-check.
             with self._lock:
                 again = [

@@ -162,6 +162,9 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream)
         self.rule: Callable[[str, str], bool] = lambda method, path: False
+        #: For a request it selects, how many body bytes to send before the connection
+        #: is cut (the headers announce the whole body): a transfer broken mid-way.
+        self.cut: Callable[[str, str], int | None] = lambda method, path: None
         self.failed: list[str] = []
         #: Every request seen, as (method, path with query), in arrival order.
         self.requests: list[tuple[str, str]] = []
@@ -208,6 +211,15 @@ class FaultProxy:
                 length_out = resp.getheader("Content-Length") if self.command == "HEAD" else None
                 self.send_header("Content-Length", length_out or str(len(data)))
                 self.end_headers()
+                cut_at = proxy.cut(self.command, self.path)
+                if cut_at is not None and self.command != "HEAD":
+                    self.wfile.write(data[:cut_at])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    with proxy._seen_lock:
+                        proxy.answered.append((self.command, self.path, min(cut_at, len(data))))
+                    conn.close()
+                    return
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 with proxy._seen_lock:

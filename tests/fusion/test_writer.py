@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import random
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,6 +128,29 @@ def test_a_part_that_failed_early_is_retried_at_commit(
         ws.write(off, data[off : off + MiB])
     ws.commit()
     assert store.get("b", "k") == data
+
+
+def test_a_part_failing_while_the_commit_waits_is_sent_again(
+    store: MemoryObjectStore, tmp_path: Path
+) -> None:
+    # One upload thread, held by a gate: the parts are still queued when the commit
+    # looks at them, and the first one fails only while the commit waits for it.
+    with ThreadPoolExecutor(1) as one:
+        gate = threading.Event()
+        one.submit(gate.wait, 30)
+        ws = _session(store, one, tmp_path)
+        data = random.Random(6).randbytes(2 * PART + 5)
+        for off in range(0, len(data), MiB):
+            ws.write(off, data[off : off + MiB])
+        store.fail_next("upload_part", "SlowDown", times=1)
+        committing = threading.Thread(target=ws.commit)
+        committing.start()
+        time.sleep(0.3)
+        gate.set()
+        committing.join(timeout=30)
+    assert not ws.failed
+    assert store.get("b", "k") == data
+    assert store.calls["upload_part"] == 4  # three parts, one of them twice
 
 
 def test_load_existing_object_then_patch(
