@@ -74,7 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--read-only", action="store_true")
     m.add_argument("--metadata-ttl", type=float, default=1.0, help="seconds (default 1)")
     m.add_argument("--part-size", type=parse_size, default=parse_size("8M"))
-    m.add_argument("--max-window", type=parse_size, default=parse_size("64M"))
+    m.add_argument("--max-window", type=parse_size, default=parse_size("128M"))
     m.add_argument(
         "--random-span",
         type=parse_size,

@@ -74,7 +74,7 @@ class FsConfig:
     read_only: bool = False
     metadata_ttl: float = 1.0
     part_size: int = 8 * 1024 * 1024
-    max_window: int = 64 * 1024 * 1024
+    max_window: int = 128 * 1024 * 1024
     #: Most bytes fetched around a read at a random offset (see fusion.random_reads).
     random_span: int = 16 * 1024 * 1024
     buckets: tuple[str, ...] = ()

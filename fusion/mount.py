@@ -65,7 +65,7 @@ class MountOptions:
 
     metadata_ttl: float = 1.0
     part_size: int = 8 * 1024 * 1024
-    max_window: int = 64 * 1024 * 1024
+    max_window: int = 128 * 1024 * 1024
     random_span: int = 16 * 1024 * 1024
     fetch_threads: int = 32
     upload_threads: int = 16
