@@ -11,8 +11,9 @@ direct where the file system allows it.
 device's logical block size: a block is copied into one of a few page-aligned buffers
 (an anonymous ``mmap``, reused: a memory copy costs a fraction of a page-cache write)
 and written from there. A length that is not a multiple of ``ALIGN`` (an object's last
-block) is written buffered. A file system that refuses ``O_DIRECT`` (tmpfs, some network
-file systems: ``EINVAL`` at open) turns direct writes off for the writer's lifetime.
+block) is written buffered. A file system that refuses ``O_DIRECT`` (ramfs, tmpfs before
+Linux 6.6, some network file systems: ``EINVAL`` at open or at the write) turns direct
+writes off for the writer's lifetime; a full disk does not.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ __all__ = ["ALIGN", "BlockWriter"]
 
 #: Alignment of direct writes: a page covers every common logical block size.
 ALIGN = 4096
+#: Errors of a full disk or quota: the same for a buffered write, so not a reason to stop
+#: writing direct.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class BlockWriter:
@@ -48,9 +52,12 @@ class BlockWriter:
                 self.direct_writes += 1
                 return
             except OSError as err:
-                if err.errno != errno.EINVAL:
+                if err.errno in _FULL:
                     raise
-                self.direct = False  # this file system does not take O_DIRECT
+                # EINVAL at open, an alignment the device wants larger, EOPNOTSUPP...:
+                # this file system does not take our direct writes; a disk error
+                # shows again in the buffered write below.
+                self.direct = False
         with open(path, "wb") as fh:
             fh.write(data)
         self.buffered_writes += 1

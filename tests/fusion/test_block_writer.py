@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import subprocess
@@ -63,3 +64,22 @@ def test_a_file_system_without_o_direct_gets_buffered_writes(ramfs_dir: Path) ->
     writer.write(str(ramfs_dir / "b1"), data)
     assert not writer.direct and writer.direct_writes == 0 and writer.buffered_writes == 2
     assert (ramfs_dir / "b0").read_bytes() == data == (ramfs_dir / "b1").read_bytes()
+
+
+def test_a_full_disk_fails_the_write_and_keeps_direct_writes(tmp_path: Path) -> None:
+    point = tmp_path / "small"
+    point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(point)], check=True)
+    try:
+        writer = BlockWriter(MiB)
+        writer.write(str(point / "b0"), os.urandom(MiB))
+        if not writer.direct:
+            pytest.skip("this kernel's tmpfs refuses O_DIRECT (it takes it since Linux 6.6)")
+        with pytest.raises(OSError) as err:
+            writer.write(str(point / "b1"), os.urandom(MiB))
+        assert err.value.errno == errno.ENOSPC
+        assert writer.direct and writer.direct_writes == 1
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
