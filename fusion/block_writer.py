@@ -38,8 +38,10 @@ class BlockWriter:
     def __init__(self, block_size: int, buffers: int = 4, direct: bool = True) -> None:
         self.block_size = block_size
         self.direct = direct and hasattr(os, "O_DIRECT")
+        # Anonymous maps: page aligned, and no memory is used until a write touches them.
         self._buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
-        self._free = buffers  # buffers not created yet: made on first use
+        for _ in range(max(1, buffers)):
+            self._buffers.put(mmap.mmap(-1, block_size))
         self.direct_writes = 0
         self.buffered_writes = 0
 
@@ -66,7 +68,7 @@ class BlockWriter:
         n = len(data)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
         try:
-            buf = self._take()
+            buf = self._buffers.get()  # waits while every buffer is in use
             try:
                 view = memoryview(buf)[:n]
                 view[:] = data
@@ -77,13 +79,3 @@ class BlockWriter:
                 self._buffers.put(buf)
         finally:
             os.close(fd)
-
-    def _take(self) -> mmap.mmap:
-        try:
-            return self._buffers.get_nowait()
-        except queue.Empty:
-            pass
-        if self._free > 0:  # racy by at most a buffer or two: harmless
-            self._free -= 1
-            return mmap.mmap(-1, self.block_size)
-        return self._buffers.get()

@@ -19,12 +19,13 @@ store's ``max_attempts``.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -38,6 +39,7 @@ from fusion.progress import Progress
 __all__ = ["HttpError", "RangeGetter"]
 
 T = TypeVar("T")
+_ReadInto = Callable[[memoryview], int]
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout"})
@@ -59,6 +61,10 @@ class HttpError(Exception):
         }
         self.status = status
         self.code = code
+
+
+class _Stopped(Exception):
+    """The reader of a body wants no more of it."""
 
 
 class _ShortBody(Exception):
@@ -237,15 +243,27 @@ class RangeGetter:
             "GET", url, headers=self._signed(url, headers), preload_content=False, redirect=False
         )
 
-    def _once_into(self, url: str, headers: dict[str, str], progress: Progress) -> None:
+    @contextlib.contextmanager
+    def _body(self, url: str, headers: dict[str, str]) -> Iterator[_ReadInto]:
+        """The body of a successful GET, as a ``readinto`` that fills buffers in place
+        (http.client's; urllib3's copies). An error status raises :class:`HttpError`, a
+        cut connection :class:`_ShortBody`; the connection goes back to the pool after."""
         resp = self._send(url, headers)
         try:
             if resp.status >= 300:
                 raise _error_of(resp.status, resp.read())
-            view = memoryview(progress.buffer)
-            # http.client's readinto fills the buffer in place (urllib3's copies).
             raw = getattr(resp, "_fp", None)
-            readinto = raw.readinto if raw is not None else resp.readinto
+            yield raw.readinto if raw is not None else resp.readinto
+        except _Stopped:
+            resp.close()  # a body not read to its end: never reuse the connection
+        except urllib3.exceptions.ProtocolError as err:
+            raise _ShortBody(str(err)) from err
+        finally:
+            resp.release_conn()
+
+    def _once_into(self, url: str, headers: dict[str, str], progress: Progress) -> None:
+        with self._body(url, headers) as readinto:
+            view = memoryview(progress.buffer)
             got = progress.received
             while got < progress.size:
                 n = readinto(view[got : min(progress.size, got + _CHUNK)])
@@ -255,10 +273,6 @@ class RangeGetter:
                 progress.advanced(got)
             if got < progress.size:
                 raise _ShortBody(f"{got} of {progress.size} bytes")
-        except urllib3.exceptions.ProtocolError as err:
-            raise _ShortBody(str(err)) from err
-        finally:
-            resp.release_conn()
 
     def _once_blocks(
         self,
@@ -269,13 +283,8 @@ class RangeGetter:
         delivered: list[int],
         deliver: Callable[[int, memoryview], bool],
     ) -> None:
-        resp = self._send(url, headers)
-        try:
-            if resp.status >= 300:
-                raise _error_of(resp.status, resp.read())
+        with self._body(url, headers) as readinto:
             view = memoryview(buffer)
-            raw = getattr(resp, "_fp", None)
-            readinto = raw.readinto if raw is not None else resp.readinto
             left = length
             while left > 0:
                 want = min(len(buffer), left)
@@ -289,12 +298,7 @@ class RangeGetter:
                 delivered[0] += got
                 left -= got
                 if not wanted and left > 0:
-                    resp.close()  # the rest of the body is not read: never reuse it
-                    return
-        except urllib3.exceptions.ProtocolError as err:
-            raise _ShortBody(str(err)) from err
-        finally:
-            resp.release_conn()
+                    raise _Stopped  # the rest of the body is not read
 
     def _once(self, url: str, headers: dict[str, str]) -> tuple[Mapping[str, str], bytes]:
         resp = self._send(url, headers)
