@@ -73,7 +73,18 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--cache-size", type=parse_size, default=parse_size("2G"))
     m.add_argument("--read-only", action="store_true")
     m.add_argument("--metadata-ttl", type=float, default=1.0, help="seconds (default 1)")
-    m.add_argument("--part-size", type=parse_size, default=parse_size("8M"))
+    m.add_argument(
+        "--part-size",
+        type=parse_size,
+        default=parse_size("8M"),
+        help="size of the parts a written file is uploaded in (default 8M)",
+    )
+    m.add_argument(
+        "--read-part-size",
+        type=parse_size,
+        default=parse_size("16M"),
+        help="largest ranged GET of a sequential read (default 16M)",
+    )
     m.add_argument("--max-window", type=parse_size, default=parse_size("128M"))
     m.add_argument(
         "--random-span",
@@ -134,6 +145,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         read_only=args.read_only,
         metadata_ttl=args.metadata_ttl,
         part_size=args.part_size,
+        read_part_size=args.read_part_size,
         max_window=args.max_window,
         random_span=args.random_span,
         buckets=tuple(args.bucket),

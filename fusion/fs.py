@@ -73,7 +73,10 @@ class FsConfig:
     cache_bytes: int = 2 * 1024**3
     read_only: bool = False
     metadata_ttl: float = 1.0
+    #: Size of the parts a written file is uploaded in.
     part_size: int = 8 * 1024 * 1024
+    #: Largest ranged GET of a sequential read (see fusion.prefetch).
+    read_part_size: int = 16 * 1024 * 1024
     max_window: int = 128 * 1024 * 1024
     #: Most bytes fetched around a read at a random offset (see fusion.random_reads).
     random_span: int = 16 * 1024 * 1024
@@ -583,7 +586,7 @@ class FusionFS:
                 handle.prefetcher = Prefetcher(
                     handle.source,
                     self.fetch_pool,
-                    part_size=self.config.part_size,
+                    part_size=self.config.read_part_size,
                     max_window=self.config.max_window,
                     random_span=self.config.random_span,
                     budget=self.read_budget,

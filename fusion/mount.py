@@ -65,6 +65,7 @@ class MountOptions:
 
     metadata_ttl: float = 1.0
     part_size: int = 8 * 1024 * 1024
+    read_part_size: int = 16 * 1024 * 1024
     max_window: int = 128 * 1024 * 1024
     random_span: int = 16 * 1024 * 1024
     fetch_threads: int = 32
@@ -77,6 +78,7 @@ class MountOptions:
         args = [
             "--metadata-ttl", str(self.metadata_ttl),
             "--part-size", str(self.part_size),
+            "--read-part-size", str(self.read_part_size),
             "--max-window", str(self.max_window),
             "--random-span", str(self.random_span),
             "--fetch-threads", str(self.fetch_threads),

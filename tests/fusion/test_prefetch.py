@@ -15,7 +15,7 @@ from fusion.errors import StoreError
 from fusion.memory_store import MemoryObjectStore
 from fusion.object_source import ObjectSource
 from fusion.prefetch import INITIAL_WINDOW, RETAIN, Prefetcher
-from fusion.random_reads import FILL_AFTER, FILL_PIECE_BLOCKS, MAX_PARTS
+from fusion.random_reads import FILL_AFTER, MAX_PARTS, fill_piece_blocks
 
 MiB = 1024 * 1024
 
@@ -278,7 +278,7 @@ def test_an_object_read_at_random_is_filled_into_the_cache(
     while pf._random.filling and time.monotonic() < deadline:
         time.sleep(0.01)
     _settle(pf)
-    assert pf._random.fill_gets >= 40 // FILL_PIECE_BLOCKS
+    assert pf._random.fill_gets >= 40 // fill_piece_blocks(40)  # parallel pieces
     assert all(src.has_block(b) for b in range(40))
     # Every later read, anywhere, is served from the cache.
     calls = store.calls["get_range"]
@@ -287,6 +287,13 @@ def test_an_object_read_at_random_is_filled_into_the_cache(
         assert bytes(pf.read(off, n)) == data[off : off + n]
     assert store.calls["get_range"] == calls
     pf.close()
+
+
+def test_a_fill_cuts_the_object_into_parallel_pieces_of_bounded_size() -> None:
+    assert fill_piece_blocks(1024) == 128  # 1 GiB of 1 MiB blocks: 8 GETs of 128 MiB
+    assert fill_piece_blocks(40) == 8  # short objects: pieces of at least 8 blocks
+    assert fill_piece_blocks(100) == 13
+    assert fill_piece_blocks(5000) == 128  # long objects: more pieces, 8 at a time
 
 
 def test_an_object_larger_than_half_the_cache_is_never_filled(
