@@ -20,7 +20,10 @@ tool reads what an earlier run left in memory:
   their names, as tasks reading a sample sheet's files do - no directory listing);
 * sequential write of 1 GiB: ``dd bs=1M`` into the mount (the close included, which is
   when the upload completes) versus ``boto3 upload_file``;
-* the Fusion mount's peak RSS (VmHWM) over all its runs.
+* the Fusion mount's peak RSS (VmHWM) over all its runs;
+* for every run, the CPU seconds the S3 server spent on it (``server_cpu_s``, median per
+  case and tool): on a small machine the one local server is often the limit for
+  every tool alike, and this shows when it is.
 
 ``--quick`` runs one round of each case (a few minutes) instead of three. The last line
 printed is one JSON object with the ratios. Needs root, /dev/fuse, node and npm
@@ -286,11 +289,39 @@ def drop_caches() -> None:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+def _server_pid() -> int | None:
+    """The local S3 server's process (started by scripts/services/s3rver.sh)."""
+    home = Path(os.environ.get("S3RVER_HOME") or REPO / ".services/s3rver")
+    try:
+        return int((home / "s3rver.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of ``pid`` and its finished children (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+#: The S3 server's CPU seconds during each timed run, in the order of the runs.
+SERVER_CPU: list[float] = []
+
+
 def _timed(fn: Callable[[], object]) -> float:
     drop_caches()
+    pid = _server_pid()
+    cpu = _cpu_seconds(pid)
     start = time.monotonic()
     fn()
-    return time.monotonic() - start
+    elapsed = time.monotonic() - start
+    SERVER_CPU.append(round(_cpu_seconds(pid) - cpu, 2))
+    return elapsed
 
 
 def dd(src: Path, dst: str) -> None:
@@ -395,30 +426,38 @@ def run_setting(
     rand: dict[str, list[float]] = {t.name: [] for t in mounts}
     small: dict[str, list[float]] = {t.name: [] for t in mounts}
     par: dict[str, list[float]] = {t.name: [] for t in mounts}
+    cpu: dict[str, list[float]] = defaultdict(list)
+
+    def measure(case: str, tool: str, res: dict[str, list[float]], figure: float) -> None:
+        """Keep a run's figure, and the server CPU of that run (the last one timed)."""
+        res[tool].append(figure)
+        cpu[f"{case}_{tool}"].append(SERVER_CPU[-1])
+
     for i in range(rounds):
         if "read" in cases:
-            reads["fusion"].append(read_mount(fusion))
-            reads["boto3"].append(read_boto3(port, work))
-            reads["s3fs"].append(read_mount(s3fs))
-            reads["rclone"].append(read_mount(rclone))
+            measure("read", "fusion", reads, read_mount(fusion))
+            measure("read", "boto3", reads, read_boto3(port, work))
+            measure("read", "s3fs", reads, read_mount(s3fs))
+            measure("read", "rclone", reads, read_mount(rclone))
             _show(label, "read MiB/s", i, reads)
         if "random" in cases:
             for tool in mounts:
-                rand[tool.name].append(random_mount(tool))
+                measure("random", tool.name, rand, random_mount(tool))
             _show(label, "random MiB/s", i, rand)
         if "smallpar" in cases:
             for tool in mounts:
-                par[tool.name].append(small_parallel(tool, work))
+                measure("smallpar", tool.name, par, small_parallel(tool, work))
             _show(label, "parallel small files/s", i, par)
         if "small" in cases:
             for tool in mounts:
-                small[tool.name].append(small_files(tool))
+                measure("small", tool.name, small, small_files(tool))
             _show(label, "small files/s", i, small)
     writes: dict[str, list[float]] = {"fusion": [], "boto3": []}
     for i in range(write_runs if "write" in cases else 0):
-        writes["fusion"].append(write_fusion(fusion, local, i))
-        writes["boto3"].append(write_boto3(port, local, i))
+        measure("write", "fusion", writes, write_fusion(fusion, local, i))
+        measure("write", "boto3", writes, write_boto3(port, local, i))
         _show(label, "write MiB/s", i, writes)
+    SERVER_CPU_BY_SETTING[label] = {k: median(v) for k, v in cpu.items()}
     store = S3ObjectStore(config(LOOPBACK_PORT))
     for i in range(write_runs):
         store.delete(BUCKET, f"written-{i}.bin")
@@ -433,6 +472,9 @@ def run_setting(
     ROUNDS[label]["write"] = writes
     return out
 
+
+#: Median S3-server CPU seconds per run: setting -> "<case>_<tool>" -> seconds.
+SERVER_CPU_BY_SETTING: dict[str, dict[str, float]] = {}
 
 #: Every round's figure: setting -> case -> tool -> [per round], for the spread.
 ROUNDS: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(dict)
@@ -550,6 +592,7 @@ def main() -> None:
             "write_vs_boto3_loopback": spread("loopback", "write", "fusion", ("boto3",)),
             "write_vs_boto3_emulated": spread("emulated", "write", "fusion", ("boto3",)),
         },
+        "server_cpu_s": SERVER_CPU_BY_SETTING,
         "peak_rss_mib": round(peak, 1),
         "cache_size_mib": a.cache_size // MiB,
         "rounds": a.rounds,
