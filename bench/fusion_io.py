@@ -457,7 +457,7 @@ def run_setting(
         measure("write", "fusion", writes, write_fusion(fusion, local, i))
         measure("write", "boto3", writes, write_boto3(port, local, i))
         _show(label, "write MiB/s", i, writes)
-    SERVER_CPU_BY_SETTING[label] = {k: median(v) for k, v in cpu.items()}
+    SERVER_CPU_BY_SETTING[label] = {k: round(median(v), 2) for k, v in cpu.items()}
     store = S3ObjectStore(config(LOOPBACK_PORT))
     for i in range(write_runs):
         store.delete(BUCKET, f"written-{i}.bin")

@@ -92,8 +92,12 @@ class ChunkCache:
     def _path(self, digest: str, block: int) -> str:
         return os.path.join(self.directory, digest[:2], f"{digest}.{block}")
 
-    def get(self, key: CacheKey, block: int) -> bytes | None:
-        """The block's bytes, or ``None`` on a miss."""
+    def get(
+        self, key: CacheKey, block: int, start: int = 0, end: int | None = None
+    ) -> bytes | None:
+        """The block's bytes ``[start, end)`` (the whole block by default), or ``None``
+        on a miss. Only the bytes asked for are read from disk: a random read that
+        straddles two blocks reads one block's worth, not two."""
         if not self.enabled:
             return None
         digest = key.digest
@@ -104,7 +108,9 @@ class ChunkCache:
             self._lru.move_to_end((digest, block))
         try:
             with open(self._path(digest, block), "rb") as fh:
-                data = fh.read()
+                if start:
+                    fh.seek(start)
+                data = fh.read() if end is None else fh.read(end - start)
         except FileNotFoundError:
             with self._lock:
                 self.misses += 1

@@ -54,12 +54,15 @@ class ObjectSource:
     def _block_end(self, block: int) -> int:
         return min(self.size, (block + 1) * self.block_size)
 
-    def cached_block(self, block: int) -> bytes | None:
-        """Block ``block`` from the disk cache, if it is there whole."""
+    def cached_block(self, block: int, start: int = 0, end: int | None = None) -> bytes | None:
+        """Bytes ``[start, end)`` of block ``block`` (all of it by default) from the disk
+        cache, if the block is there whole."""
         if not self.cache.enabled:
             return None
-        data = self.cache.get(self.cache_key, block)
-        if data is None or len(data) != self._block_end(block) - block * self.block_size:
+        length = self._block_end(block) - block * self.block_size
+        end = length if end is None else min(end, length)
+        data = self.cache.get(self.cache_key, block, start, end)
+        if data is None or len(data) != end - start:
             return None
         return data
 

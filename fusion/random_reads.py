@@ -115,7 +115,7 @@ class BlockSource(Protocol):
 
     def keep(self, start: int, data: bytes) -> None: ...
 
-    def cached_block(self, block: int) -> bytes | None: ...
+    def cached_block(self, block: int, start: int = 0, end: int | None = None) -> bytes | None: ...
 
     def has_block(self, block: int) -> bool: ...
 
@@ -451,12 +451,12 @@ class RandomReader:
                     view = memoryview(src.future.result())
                 parts.append(view[lo - src.start : hi - src.start])
                 continue
-            block = self.source.cached_block(src)
-            if block is None:  # evicted since it was planned
+            base = src * self.bs
+            cached = self.source.cached_block(src, lo - base, hi - base)  # only these bytes
+            if cached is None:  # evicted since it was planned
                 parts.append(self.source.fetch_exact(lo, hi))
                 continue
-            base = src * self.bs
-            parts.append(memoryview(block)[lo - base : hi - base])
+            parts.append(cached)
         if len(parts) == 1:
             return parts[0]
         return b"".join(parts)

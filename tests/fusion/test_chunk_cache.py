@@ -50,3 +50,14 @@ def test_restart_starts_empty(tmp_path: Path) -> None:
     second = ChunkCache(str(tmp_path / "c"), capacity=10 * BS, block_size=BS)
     assert second.get(CacheKey("b", "k", "e"), 0) is None
     assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+
+
+def test_a_range_of_a_block_reads_only_its_bytes(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), capacity=10 * BS, block_size=BS)
+    key = CacheKey("b", "k", "e")
+    data = bytes(range(256)) * (BS // 256)
+    cache.put(key, 0, data)
+    assert cache.get(key, 0, 100, 300) == data[100:300]
+    assert cache.get(key, 0, BS - 5) == data[BS - 5 :]
+    assert cache.get(key, 0, 0, 7) == data[:7]
+    assert cache.get(key, 1, 0, 7) is None

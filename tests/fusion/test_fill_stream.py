@@ -104,3 +104,5 @@ def test_a_store_that_cannot_stream_fills_in_one_piece(tmp_path: Path) -> None:
     source.fill_range(0, SIZE)
     assert store.calls["get_range"] == 1
     assert b"".join(source.cached_block(b) or b"" for b in range(6)) == data
+    # A random read takes only its bytes of a cached block.
+    assert source.cached_block(3, 1000, 5000) == data[3 * MiB + 1000 : 3 * MiB + 5000]
