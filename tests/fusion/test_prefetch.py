@@ -91,6 +91,10 @@ def test_cache_serves_a_second_reader(tmp_path: Path, pool: ThreadPoolExecutor) 
     store, src, data = _source(tmp_path, 16 * MiB, cache_bytes=64 * MiB)
     first = Prefetcher(src, pool)
     assert b"".join(bytes(first.read(o, MiB)) for o in range(0, len(data), MiB)) == data
+    # Blocks go to the cache after the reads that waited for them were answered.
+    deadline = time.monotonic() + 30
+    while not all(src.has_block(b) for b in range(16)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     gets = store.calls["get_range"]
     second_src = ObjectSource(store, src.cache, "b", "k", src.etag, src.size)
     second = Prefetcher(second_src, pool)
