@@ -111,6 +111,17 @@ def find_by_key(url: str, key: str) -> bool:
     return bool(response.json().get("tasks"))
 
 
+def stored_by_then(broker: BrokerProcess, key: str, stop: threading.Event) -> bool:
+    """Whether the task is stored, asked again until a broker answers (or ``stop``)."""
+    while not stop.is_set():
+        time.sleep(0.5)  # the broker is down or restarting: wait, then look
+        try:
+            return find_by_key(broker.url, key)
+        except httpx.HTTPError:
+            continue
+    return False
+
+
 def post_all(
     broker: BrokerProcess, ledger: Ledger, client: int, count: int, stop: threading.Event
 ) -> None:
@@ -130,13 +141,11 @@ def post_all(
                         break
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.5)  # the broker is down: wait, then look before posting again
-                try:
-                    if find_by_key(broker.url, key):
-                        ledger.ack(key)
-                        break
-                except httpx.HTTPError:
-                    continue
+                # No answer: the broker may have stored the task before it died. Post
+                # again only once a broker that answers says it does not have it.
+                if stored_by_then(broker, key, stop):
+                    ledger.ack(key)
+                    break
 
 
 def kill_and_restart(
