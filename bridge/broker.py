@@ -62,6 +62,11 @@ from schedulers.errors import BackendUnavailable, NotSubmitted, SchedulerError
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two probes of every target.
+PROBE_INTERVAL_S = 60.0
+#: A target whose probe has not answered in this many seconds is unhealthy until the next.
+PROBE_TIMEOUT_S = 30.0
+
 
 @dataclass
 class _Submission:
@@ -88,14 +93,20 @@ class Broker:
         self._ended_without_report: dict[str, float] = {}
         self._cancel_sent: set[str] = set()
         self._status_seen: dict[int, tuple[int, int]] = {}  # attempt id -> status.json stat
-        self._last_probe = 0.0
+        self._probed = asyncio.Event()  # the first probe of every target is done
+        self._probing: asyncio.Task[None] | None = None
         self.envs = EnvBroker(settings, store)  # software builds tasks wait on
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start probing, dispatching and reconciling; returns at once. Dispatch and
+        reconciliation begin after the first probe of every target, which a slow or
+        unreachable scheduler can take tens of seconds to answer: the API serves
+        meanwhile (a restarted broker takes tasks again at once)."""
         self._stopping = False
-        await self.probe_targets()
+        self._probed.clear()
+        self._probing = asyncio.create_task(self._probe_loop(), name="bridge-probe")
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="bridge-dispatch"),
             asyncio.create_task(self._reconcile_loop(), name="bridge-reconcile"),
@@ -104,6 +115,11 @@ class Broker:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._probing is not None:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probing
+        self._probed.set()  # loops still waiting for a first probe see _stopping
         await asyncio.gather(*self._tasks)
         self._tasks = []
         for backend in self.backends.values():
@@ -113,10 +129,21 @@ class Broker:
     def wake(self) -> None:
         self._wake.set()
 
+    async def _probe_loop(self) -> None:
+        """Every target's capacity, queue and health, now and every ``PROBE_INTERVAL_S``."""
+        while True:
+            try:
+                await self.probe_targets()
+            except Exception:  # one bad turn must not stop the probes
+                log.exception("probing targets failed; retrying")
+            self._probed.set()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
     async def _dispatch_loop(self) -> None:
         """New tasks go out as soon as they arrive (after a short gathering pause),
         without waiting for a reconcile pass."""
         cfg = self.settings.broker
+        await self._probed.wait()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), cfg.poll_interval_s)
@@ -131,11 +158,10 @@ class Broker:
 
     async def _reconcile_loop(self) -> None:
         cfg = self.settings.broker
+        await self._probed.wait()
         while not self._stopping:
             started = time.monotonic()
             try:
-                if started - self._last_probe > 60:
-                    await self.probe_targets()
                 await asyncio.to_thread(self.store.renew_leases, self.broker_id, cfg.lease_s)
                 await self.reconcile()
             except Exception:
@@ -143,22 +169,25 @@ class Broker:
             await asyncio.sleep(max(0.0, cfg.poll_interval_s - (time.monotonic() - started)))
 
     async def probe_targets(self) -> None:
-        self._last_probe = time.monotonic()
-        for name, backend in self.backends.items():
-            probe_started = time.monotonic()
-            try:
-                info = await asyncio.wait_for(backend.probe(), 30)
-            except (SchedulerError, OSError, TimeoutError) as err:
-                metrics.BACKEND_ERRORS.labels(name, "probe").inc()
-                info = TargetInfo(
-                    name=name,
-                    kind=self.configs[name].kind,
-                    healthy=False,
-                    detail=str(err) or type(err).__name__,
-                )
-            metrics.PROBE_SECONDS.labels(name).observe(time.monotonic() - probe_started)
-            self.infos[name] = info
-            await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
+        """Probe every target at once: one that does not answer (bounded at
+        ``PROBE_TIMEOUT_S``) holds up none of the others."""
+        await asyncio.gather(*(self._probe(n, b) for n, b in self.backends.items()))
+
+    async def _probe(self, name: str, backend: Backend) -> None:
+        probe_started = time.monotonic()
+        try:
+            info = await asyncio.wait_for(backend.probe(), PROBE_TIMEOUT_S)
+        except (SchedulerError, OSError, TimeoutError) as err:
+            metrics.BACKEND_ERRORS.labels(name, "probe").inc()
+            info = TargetInfo(
+                name=name,
+                kind=self.configs[name].kind,
+                healthy=False,
+                detail=str(err) or f"no answer to the probe in {PROBE_TIMEOUT_S:.0f} s",
+            )
+        metrics.PROBE_SECONDS.labels(name).observe(time.monotonic() - probe_started)
+        self.infos[name] = info
+        await asyncio.to_thread(self.store.save_target, name, info.kind, _info_dict(info))
 
     async def _unhealthy(self, name: str, detail: str) -> None:
         """A target that stopped answering takes no new tasks until a probe succeeds."""

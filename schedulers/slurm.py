@@ -23,6 +23,7 @@ login node over SSH), the backend never knows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -62,6 +63,10 @@ _UNREACHABLE = (
 )
 _COMPLETION = ["sacct", "--completion", "-n", "-P", "-o", "JobID,State,ExitCode", "-j"]
 CAPABILITIES = Capabilities(native_arrays=True, submit_many=True, gpus=True, adopt_by_name=True)
+#: How long a probe waits for the microarchitecture probe job before answering without it ...
+MICROARCH_WAIT_S = 10.0
+#: ... and how long that job waits for a node before it gives up (``srun --immediate``).
+MICROARCH_JOB_WAIT_S = 300
 _IGNORED_CANCEL = ("invalid job id", "already completing or completed", "job has already finished")
 
 
@@ -98,6 +103,7 @@ class SlurmBackend:
         self._raw_ids: dict[str, str] = {}  # "1234_5" -> "1240", learnt from squeue
         self._cancelled: set[str] = set()
         self._microarch: str | None = None
+        self._microarch_job: asyncio.Task[str] | None = None
 
     async def _run(self, argv: Sequence[str], stdin: str | None = None) -> CommandResult:
         try:
@@ -336,10 +342,7 @@ class SlurmBackend:
         count, wait = parse_pending(pending.stdout, datetime.now())
         detail = [f"job states through {self.status_path}"]
         if self._microarch is None:
-            try:
-                self._microarch = await self._probe_microarchitecture()
-            except (SubmitError, BackendUnavailable, ValueError) as err:
-                detail.append(f"microarchitecture probe failed: {err}")
+            detail += await self._await_microarchitecture()
         return TargetInfo(
             name=self.name,
             kind="slurm",
@@ -353,20 +356,50 @@ class SlurmBackend:
             detail="; ".join(detail),
         )
 
+    async def _await_microarchitecture(self) -> list[str]:
+        """Learn the compute nodes' microarchitecture with a short job, waiting for it at
+        most ``MICROARCH_WAIT_S``: on a busy cluster the job waits for a node, and a probe
+        (which a broker's start and its health checks wait on) must not wait with it. The
+        job goes on in the background; a later probe picks up its answer. What to say
+        about it in the target's detail, if anything."""
+        if self._microarch_job is None:
+            self._microarch_job = asyncio.create_task(
+                self._probe_microarchitecture(), name=f"{self.name}-microarchitecture"
+            )
+        job = self._microarch_job
+        await asyncio.wait([job], timeout=MICROARCH_WAIT_S)
+        if not job.done():
+            return ["microarchitecture probe job still waiting for a node"]
+        self._microarch_job = None
+        try:
+            self._microarch = job.result()
+        except (SubmitError, BackendUnavailable, ValueError) as err:
+            return [f"microarchitecture probe failed: {err}"]
+        return []
+
     async def _probe_microarchitecture(self) -> str:
         """Run ``uname -m`` and ``/proc/cpuinfo`` on a compute node (a short job)."""
-        argv = ["srun", "--job-name=bridge-probe", "--ntasks=1", "--time=1", "--immediate=60"]
+        argv = ["srun", "--job-name=bridge-probe", "--ntasks=1", "--time=1"]
+        argv.append(f"--immediate={MICROARCH_JOB_WAIT_S}")
         for option in ("partition", "account", "qos"):
             if value := getattr(self, option):
                 argv.append(f"--{option}={value}")
         argv += ["--quiet", "--", "sh", "-c", "uname -m; cat /proc/cpuinfo"]
-        result = await self._run(argv)
+        limit = MICROARCH_JOB_WAIT_S + self._timeout
+        try:
+            result = await self.runner.run(argv, timeout=limit, check=False)
+        except TimeoutError as err:
+            raise BackendUnavailable(f"srun did not answer in {limit:.0f} s") from err
         if result.returncode:
             raise SubmitError(f"probe job failed: {result.stderr.strip()}")
         machine, _, cpuinfo = result.stdout.partition("\n")
         return microarchitecture_from_cpuinfo(cpuinfo, machine.strip())
 
     async def close(self) -> None:
+        if self._microarch_job is not None:
+            self._microarch_job.cancel()
+            with contextlib.suppress(BaseException):
+                await self._microarch_job
         await self.runner.close()
 
 

@@ -106,7 +106,9 @@ class LocalRunner:
             out, err = await asyncio.wait_for(
                 proc.communicate(stdin.encode() if stdin is not None else None), timeout
             )
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError):
+            # a command nobody waits for any more must not run on (a probe job's srun
+            # would hold a place in the queue)
             proc.kill()
             await proc.wait()
             raise

@@ -19,7 +19,7 @@ import pytest
 
 from schedulers.base import Backend, JobSpec, JobState, Resources
 from schedulers.errors import BackendUnavailable, SubmitError
-from schedulers.slurm import SlurmBackend
+from schedulers.slurm import MICROARCH_WAIT_S, SlurmBackend
 from schedulers.transport import CommandResult, CommandRunner, LocalRunner
 
 from .conftest import REPO, SERVICES, wait_until
@@ -191,6 +191,37 @@ async def test_probe_reports_capacity_queue_and_microarchitecture(slurm: SlurmBa
     slurm._probe_microarchitecture = no_second_probe_job  # type: ignore[method-assign]
     again = await slurm.probe()  # cached: no second probe job
     assert again.microarchitecture == info.microarchitecture
+
+
+async def test_a_busy_cluster_does_not_hold_up_the_probe(slurm_env: Mapping[str, str]) -> None:
+    """The microarchitecture probe job waits for a node in the background; the probe
+    answers without it meanwhile and picks its answer up once the job ran."""
+
+    def partition(state: str) -> None:
+        subprocess.run(
+            ["scontrol", "update", "PartitionName=debug", f"State={state}"],
+            env={**os.environ, **slurm_env},
+            check=True,
+        )
+
+    backend = SlurmBackend(LocalRunner(env=slurm_env), name="busy")
+    partition("DOWN")  # jobs queue, none starts: what a full cluster looks like to srun
+    try:
+        started = time.monotonic()
+        info = await backend.probe()
+        took = time.monotonic() - started
+        assert took < MICROARCH_WAIT_S + 15, f"the probe took {took:.1f} s"
+        assert info.microarchitecture is None
+        assert "still waiting for a node" in info.detail
+    finally:
+        partition("UP")
+    try:
+        deadline = time.monotonic() + 90
+        while (info := await backend.probe()).microarchitecture is None:
+            assert time.monotonic() < deadline, info.detail
+        assert info.microarchitecture == archspec.cpu.host().name
+    finally:
+        await backend.close()
 
 
 class RecordingRunner:
