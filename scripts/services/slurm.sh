@@ -72,7 +72,8 @@ fi
 
 # --- configuration --------------------------------------------------------------
 mkdir -p "$SVC/state" "$SVC/spool" "$SVC/run" "$SVC/log"
-cpus="$(nproc)"
+# not nproc: it honours OMP_NUM_THREADS, which a Dask worker in the calling process sets to 1
+cpus="$(getconf _NPROCESSORS_ONLN)"
 # Declare 90 % of the memory so slurmd never drains the node for "Low RealMemory".
 mem_mb="$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)"
 # Node features: the generic x86-64 levels this CPU supports, so that jobs can ask
