@@ -173,7 +173,8 @@ def test_list_watch_refreshes_until_interrupted(url: str) -> None:
             assert time.monotonic() < deadline, "the new task never showed up"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        # read what it wrote meanwhile: a full pipe would keep it from exiting
+        proc.communicate(timeout=30)
     assert new_id not in {t["id"] for t in first["tasks"]}
     assert proc.returncode == 0
 
