@@ -45,10 +45,11 @@ class BlockWriter:
         self.direct_writes = 0
         self.buffered_writes = 0
 
-    def write(self, path: str, data: bytes | memoryview) -> None:
-        """Create ``path`` holding ``data`` (``OSError`` on failure)."""
+    def write(self, path: str, data: bytes | memoryview, buffered: bool = False) -> None:
+        """Create ``path`` holding ``data`` (``OSError`` on failure); ``buffered``
+        writes through the page cache even where direct writes work."""
         n = len(data)
-        if self.direct and n % ALIGN == 0 and n <= self.block_size:
+        if self.direct and not buffered and n % ALIGN == 0 and n <= self.block_size:
             try:
                 self._write_direct(path, data)
                 self.direct_writes += 1

@@ -35,6 +35,7 @@ import os
 import shutil
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fusion.block_writer import BlockWriter
@@ -46,6 +47,11 @@ DEFAULT_BLOCK_SIZE = 1024 * 1024
 SCAN_BYTES = 64 * 1024 * 1024
 #: How many streamed object versions are remembered for that second pass.
 STREAMS_REMEMBERED = 4096
+#: Blocks handed to :meth:`ChunkCache.put_soon` and not written yet, at most (each is a
+#: copy in memory) ...
+PENDING_WRITES = 16
+#: ... written by this many threads (the writer's aligned buffers: see BlockWriter).
+WRITER_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ class ChunkCache:
         self.hits = 0
         self.misses = 0
         self._streamed: OrderedDict[str, None] = OrderedDict()
-        self._writer = BlockWriter(block_size)
+        self._writer = BlockWriter(block_size, buffers=WRITER_THREADS)
+        self._slots = threading.BoundedSemaphore(PENDING_WRITES)
+        self._writers: ThreadPoolExecutor | None = None
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
@@ -140,8 +148,11 @@ class ChunkCache:
         with self._lock:
             return (key.digest, block) in self._lru
 
-    def put(self, key: CacheKey, block: int, data: bytes | memoryview) -> None:
-        """Store a block (replacing any previous copy), evicting LRU blocks to fit."""
+    def put(
+        self, key: CacheKey, block: int, data: bytes | memoryview, buffered: bool = False
+    ) -> None:
+        """Store a block (replacing any previous copy), evicting LRU blocks to fit;
+        ``buffered`` writes it through the page cache (see :meth:`put_soon`)."""
         size = len(data)
         if not self.enabled or size > self.capacity or size == 0:
             return
@@ -164,7 +175,7 @@ class ChunkCache:
         tmp = f"{path}.{threading.get_ident()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            self._writer.write(tmp, data)
+            self._writer.write(tmp, data, buffered)
             os.replace(tmp, path)
         except OSError:
             with self._lock:
@@ -175,6 +186,36 @@ class ChunkCache:
         with self._lock:
             self._lru[(digest, block)] = size
             self._lru.move_to_end((digest, block))
+
+    def put_soon(self, key: CacheKey, block: int, data: bytes | memoryview) -> Future[None]:
+        """:meth:`put` on one of the cache's writer threads, through the page cache. The
+        caller copies the bytes (waiting while ``PENDING_WRITES`` blocks are queued) and
+        goes on: a GET that fills the cache keeps receiving while the disk writes what
+        it received. For blocks a random reader fetched ahead of its reads, which it
+        reads back soon: page-cache writes leave them in memory for those reads, and on
+        the nodes measured last (ext4 on a virtual disk, 2 cores, S3 behind the
+        throttling proxy) a 1 GiB fill took 3.4-3.5 s against 4.9-5.2 s with direct
+        writes (3.0 s writing nothing). The block is a miss until written."""
+        self._slots.acquire()
+        try:
+            copy = bytes(data)
+            with self._lock:
+                if self._writers is None:
+                    self._writers = ThreadPoolExecutor(
+                        WRITER_THREADS, thread_name_prefix="fusion-cache-write"
+                    )
+                writers = self._writers
+
+            def write() -> None:
+                try:
+                    self.put(key, block, copy, buffered=True)
+                finally:
+                    self._slots.release()
+
+            return writers.submit(write)
+        except BaseException:
+            self._slots.release()
+            raise
 
     def put_range(self, key: CacheKey, start: int, data: bytes | memoryview) -> None:
         """Store the whole blocks contained in ``data`` read from offset ``start``.

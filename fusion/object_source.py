@@ -16,6 +16,7 @@ with ``ESTALE`` (on servers that honour If-Match) instead of returning a mix.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from fusion.chunk_cache import CacheKey, ChunkCache
 from fusion.progress import Progress
@@ -111,13 +112,19 @@ class ObjectSource:
             self.keep(start, self._get(start, end))
             return
 
+        writes: list[Future[None]] = []
+
         def deliver(offset: int, view: memoryview) -> bool:
             self.bytes_fetched += len(view)
             if len(view) == self.block_size or offset + len(view) == self.size:
-                self.cache.put(self.cache_key, offset // self.block_size, view)
+                writes.append(self.cache.put_soon(self.cache_key, offset // self.block_size, view))
             return not stop()
 
-        blocks(self.bucket, self.key, start, end, self.etag or None, self.block_size, deliver)
+        try:
+            blocks(self.bucket, self.key, start, end, self.etag or None, self.block_size, deliver)
+        finally:
+            for written in writes:  # the blocks received are in the cache on return
+                written.result()
 
     def keep(self, start: int, data: bytes | memoryview) -> None:
         """Put the whole blocks inside ``data`` (read from ``start``) in the cache.

@@ -32,8 +32,10 @@ So a miss:
 * never starts or grows a sequential window: a random pattern stays random;
 * once ``FILL_AFTER`` reads of an open file have missed, and the object fits in half
   the block cache, the whole object is *filled* into the block cache in the background
-  (``FILL_PARALLEL`` GETs at a time, each block written to the cache as it arrives, so
-  a fill GET holds one block of memory, taken from the shared read budget): a file read
+  (``FILL_PARALLEL`` GETs at a time, each block handed to the cache's writer threads as
+  it arrives - through the page cache, see :meth:`~fusion.chunk_cache.ChunkCache.put_soon`
+  - so a fill GET holds one block of memory, taken from the shared read budget, plus
+  the writers' few queued blocks): a file read
   at random offsets again and again - an index, a database, a reference - is soon
   served from local disk, for this reader and every later one on the node. Reads never
   wait for the fill; they use the blocks it has cached. Objects larger than that are

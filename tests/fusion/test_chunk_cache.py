@@ -61,3 +61,15 @@ def test_a_range_of_a_block_reads_only_its_bytes(tmp_path: Path) -> None:
     assert cache.get(key, 0, BS - 5) == data[BS - 5 :]
     assert cache.get(key, 0, 0, 7) == data[:7]
     assert cache.get(key, 1, 0, 7) is None
+
+
+def test_put_soon_copies_the_block_and_writes_it_in_the_background(tmp_path: Path) -> None:
+    cache = ChunkCache(str(tmp_path / "c"), capacity=100 * BS, block_size=BS)
+    key = CacheKey("b", "k", "e")
+    buffer = bytearray(b"a" * BS)  # a GET's receive buffer, reused for the next block
+    written = [cache.put_soon(key, block, memoryview(buffer)) for block in range(3)]
+    buffer[:] = b"z" * BS  # the caller goes on at once: what it handed over was copied
+    for done in written:
+        done.result(timeout=30)
+    assert [cache.get(key, block) for block in range(3)] == [b"a" * BS] * 3
+    assert cache.used == 3 * BS
