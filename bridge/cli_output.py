@@ -9,7 +9,9 @@ is a terminal, so piped output is byte-for-byte what a script expects.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -33,13 +35,20 @@ def watch(
     interval: float,
     done: Callable[[Any], bool] = lambda _: False,
 ) -> int:
-    """Call ``render`` (-> data, text) every ``interval`` seconds until ``done(data)``.
+    """Call ``render`` (-> data, text) every ``interval`` seconds until ``done(data)``
+    or Ctrl-C.
 
     On a terminal the text view is redrawn in place; piped, each refresh is appended
-    (a JSON line per refresh with ``--json``)."""
+    (a JSON line per refresh with ``--json``). Ctrl-C (SIGINT) ends the watch after the
+    refresh in progress: raised as ``KeyboardInterrupt`` in the middle of an HTTP
+    request it could leave the client's connection pool locked, and closing the client
+    at exit then hung."""
     tty = sys.stdout.isatty()
+    interrupted = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) if in_main else None
     try:
-        while True:
+        while not interrupted.is_set():
             data, text = render()
             if as_json:
                 emit_json(data, compact=True)
@@ -48,9 +57,13 @@ def watch(
                 sys.stdout.flush()
             if done(data):
                 return 0
-            time.sleep(interval)
+            interrupted.wait(interval)
+        return 0
     except KeyboardInterrupt:
         return 0
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Progress:
