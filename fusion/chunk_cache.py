@@ -50,7 +50,7 @@ STREAMS_REMEMBERED = 4096
 #: Blocks handed to :meth:`ChunkCache.put_soon` and not written yet, at most (each is a
 #: copy in memory) ...
 PENDING_WRITES = 16
-#: ... written by this many threads (the writer's aligned buffers: see BlockWriter).
+#: ... written by this many threads.
 WRITER_THREADS = 4
 
 
@@ -81,9 +81,10 @@ class ChunkCache:
         self.hits = 0
         self.misses = 0
         self._streamed: OrderedDict[str, None] = OrderedDict()
-        self._writer = BlockWriter(block_size, buffers=WRITER_THREADS)
+        self._writer = BlockWriter(block_size)
         self._slots = threading.BoundedSemaphore(PENDING_WRITES)
-        self._writers: ThreadPoolExecutor | None = None
+        # threads start on the first submit
+        self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="fusion-cache-write")
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
@@ -199,12 +200,6 @@ class ChunkCache:
         self._slots.acquire()
         try:
             copy = bytes(data)
-            with self._lock:
-                if self._writers is None:
-                    self._writers = ThreadPoolExecutor(
-                        WRITER_THREADS, thread_name_prefix="fusion-cache-write"
-                    )
-                writers = self._writers
 
             def write() -> None:
                 try:
@@ -212,7 +207,7 @@ class ChunkCache:
                 finally:
                     self._slots.release()
 
-            return writers.submit(write)
+            return self._writers.submit(write)
         except BaseException:
             self._slots.release()
             raise
