@@ -212,18 +212,20 @@ class FaultProxy:
                 self.send_header("Content-Length", length_out or str(len(data)))
                 self.end_headers()
                 cut_at = proxy.cut(self.command, self.path)
+                # recorded before the body goes out: the client may act on the answer
+                # (and the test look at this record) as soon as the body arrives
                 if cut_at is not None and self.command != "HEAD":
+                    with proxy._seen_lock:
+                        proxy.answered.append((self.command, self.path, min(cut_at, len(data))))
                     self.wfile.write(data[:cut_at])
                     self.wfile.flush()
                     self.close_connection = True
-                    with proxy._seen_lock:
-                        proxy.answered.append((self.command, self.path, min(cut_at, len(data))))
                     conn.close()
                     return
-                if self.command != "HEAD":
-                    self.wfile.write(data)
                 with proxy._seen_lock:
                     proxy.answered.append((self.command, self.path, len(data)))
+                if self.command != "HEAD":
+                    self.wfile.write(data)
                 conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
