@@ -22,8 +22,10 @@ tool reads what an earlier run left in memory:
   when the upload completes) versus ``boto3 upload_file``;
 * the Fusion mount's peak RSS (VmHWM) over all its runs;
 * for every run, the CPU seconds the S3 server spent on it (``server_cpu_s``, median per
-  case and tool): on a small machine the one local server is often the limit for
-  every tool alike, and this shows when it is.
+  case and tool), and the CPU seconds the whole machine was busy (``machine_cpu_s``:
+  every process - server, mount, readers, proxy - against ``seconds x cores`` of the
+  run): on a small machine the one local server, or the cores, are often the limit for
+  every tool alike, and this shows when they are.
 
 ``--quick`` runs one round of each case (a few minutes) instead of three. The last line
 printed is one JSON object with the ratios. Needs root, /dev/fuse, node and npm
@@ -309,18 +311,33 @@ def _cpu_seconds(pid: int | None) -> float:
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-#: The S3 server's CPU seconds during each timed run, in the order of the runs.
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent outside idle and iowait since boot (/proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields[:8]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+#: The S3 server's CPU seconds during each timed run, in the order of the runs ...
 SERVER_CPU: list[float] = []
+#: ... and the whole machine's busy CPU seconds.
+MACHINE_CPU: list[float] = []
 
 
 def _timed(fn: Callable[[], object]) -> float:
     drop_caches()
     pid = _server_pid()
     cpu = _cpu_seconds(pid)
+    busy = _machine_busy_seconds()
     start = time.monotonic()
     fn()
     elapsed = time.monotonic() - start
     SERVER_CPU.append(round(_cpu_seconds(pid) - cpu, 2))
+    MACHINE_CPU.append(round(_machine_busy_seconds() - busy, 2))
     return elapsed
 
 
@@ -427,11 +444,14 @@ def run_setting(
     small: dict[str, list[float]] = {t.name: [] for t in mounts}
     par: dict[str, list[float]] = {t.name: [] for t in mounts}
     cpu: dict[str, list[float]] = defaultdict(list)
+    busy: dict[str, list[float]] = defaultdict(list)
 
     def measure(case: str, tool: str, res: dict[str, list[float]], figure: float) -> None:
-        """Keep a run's figure, and the server CPU of that run (the last one timed)."""
+        """Keep a run's figure, and the server's and the machine's CPU of that run (the
+        last one timed)."""
         res[tool].append(figure)
         cpu[f"{case}_{tool}"].append(SERVER_CPU[-1])
+        busy[f"{case}_{tool}"].append(MACHINE_CPU[-1])
 
     for i in range(rounds):
         if "read" in cases:
@@ -458,6 +478,7 @@ def run_setting(
         measure("write", "boto3", writes, write_boto3(port, local, i))
         _show(label, "write MiB/s", i, writes)
     SERVER_CPU_BY_SETTING[label] = {k: round(median(v), 2) for k, v in cpu.items()}
+    MACHINE_CPU_BY_SETTING[label] = {k: round(median(v), 2) for k, v in busy.items()}
     store = S3ObjectStore(config(LOOPBACK_PORT))
     for i in range(write_runs):
         store.delete(BUCKET, f"written-{i}.bin")
@@ -475,6 +496,7 @@ def run_setting(
 
 #: Median S3-server CPU seconds per run: setting -> "<case>_<tool>" -> seconds.
 SERVER_CPU_BY_SETTING: dict[str, dict[str, float]] = {}
+MACHINE_CPU_BY_SETTING: dict[str, dict[str, float]] = {}
 
 #: Every round's figure: setting -> case -> tool -> [per round], for the spread.
 ROUNDS: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(dict)
@@ -593,6 +615,8 @@ def main() -> None:
             "write_vs_boto3_emulated": spread("emulated", "write", "fusion", ("boto3",)),
         },
         "server_cpu_s": SERVER_CPU_BY_SETTING,
+        "machine_cpu_s": MACHINE_CPU_BY_SETTING,
+        "cores": os.cpu_count(),
         "peak_rss_mib": round(peak, 1),
         "cache_size_mib": a.cache_size // MiB,
         "rounds": a.rounds,

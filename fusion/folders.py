@@ -164,6 +164,27 @@ class FolderIndex:
                 return None
         return None
 
+    def known(self, bucket: str, prefix: str, name: str) -> Resolution | None:
+        """What a fresh page already says of ``prefix + name``, never waiting, never
+        listing; ``None`` when no page covers it or only a HEAD could tell (a file small
+        enough to be a symlink, not yet resolved)."""
+        if not self.enabled:
+            return None
+        folder = (bucket, prefix)
+        key = prefix + name
+        with self._lock:
+            page = self._fresh_page(folder, key)
+            if page is None:
+                return None
+            self._refresh_soon(folder, page)
+            entry = page.entries.get(name)
+        if entry is None:
+            return MISSING
+        kind, info = entry
+        if kind is Kind.FILE and info is not None and info.size <= MAX_TARGET:
+            return self.meta.get(bucket, key)
+        return Resolution(kind, info)
+
     def _answer(
         self, bucket: str, key: str, entry: tuple[Kind, ObjectInfo | None] | None
     ) -> Resolution | None:

@@ -300,6 +300,29 @@ class FusionFS:
         self.inodes.add_lookup(node)
         return self.attr(node)
 
+    def lookup_nowait(self, parent_ino: int, name: str) -> Attr | None:
+        """Like :meth:`lookup` when the answer is already here - a fresh entry of the
+        metadata cache or of a folder's listing page - else ``None`` (nothing is sent,
+        nothing waited for). Lets the FUSE adapter answer it without a worker thread:
+        readers of many small files in one folder look up names the first LIST told."""
+        parent = self.inodes.get(parent_ino)
+        if parent is None or parent.kind not in (Kind.BUCKET, Kind.DIR) or not valid_name(name):
+            return None
+        local = self.inodes.child(parent.ino, name)
+        if local is not None and (local.session is not None or local.unlinked):
+            return None
+        key = parent.child_key(name)
+        res = self.meta.get(parent.bucket, key)
+        if res is None:
+            res = self.folders.known(parent.bucket, parent.key, name)
+        if res is None:
+            return None
+        if not res.exists:
+            raise _err(errno.ENOENT, name)
+        node = self._materialize(parent, name, res)
+        self.inodes.add_lookup(node)
+        return self.attr(node)
+
     def forget(self, items: list[tuple[int, int]]) -> None:
         for ino, count in items:
             self.inodes.forget(ino, count)
@@ -477,6 +500,18 @@ class FusionFS:
                 session.discard()
                 raise
         return session
+
+    def open_nowait(self, ino: int, flags: int) -> tuple[int, bool] | None:
+        """Like :meth:`open` for a read-only open of a file whose metadata is fresh (no
+        request needed), else ``None``."""
+        node = self.inodes.get(ino)
+        if node is None or node.kind is not Kind.FILE or node.session is not None:
+            return None
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            return None
+        if node.unlinked or time.monotonic() - node.validated >= self.config.metadata_ttl:
+            return None
+        return self.open(ino, flags)
 
     def open(self, ino: int, flags: int) -> tuple[int, bool]:
         """Open a file; returns ``(fh, keep_kernel_cache)``."""

@@ -74,6 +74,14 @@ class FusionOperations(pyfuse3.Operations):
             log.exception("%s failed", getattr(fn, "__name__", fn))
             raise pyfuse3.FUSEError(errno.EIO) from err
 
+    def _nowait(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a handler's no-wait variant on the event loop: its answer, or ``None``
+        when it needs the network (then the caller hops to a worker thread)."""
+        try:
+            return fn(*args)
+        except OSError as err:
+            raise pyfuse3.FUSEError(err.errno or errno.EIO) from err
+
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = pyfuse3.InodeT(attr.ino)
@@ -99,7 +107,10 @@ class FusionOperations(pyfuse3.Operations):
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         try:
-            attr = await self._call(self.fs.lookup, parent_inode, _name(name))
+            # Names a fresh listing or cache entry answers: no hop to a worker thread.
+            attr = self._nowait(self.fs.lookup_nowait, parent_inode, _name(name))
+            if attr is None:
+                attr = await self._call(self.fs.lookup, parent_inode, _name(name))
         except pyfuse3.FUSEError as err:
             if err.errno != errno.ENOENT:
                 raise
@@ -241,7 +252,10 @@ class FusionOperations(pyfuse3.Operations):
     async def open(
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
-        fh, keep = await self._call(self.fs.open, inode, flags)
+        opened = self._nowait(self.fs.open_nowait, inode, flags)
+        if opened is None:
+            opened = await self._call(self.fs.open, inode, flags)
+        fh, keep = opened
         return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep)
 
     async def create(

@@ -235,6 +235,37 @@ def test_open_keeps_kernel_cache_only_for_the_same_version(
     fs.release(fh)
 
 
+def test_lookup_and_open_without_waiting_answer_only_what_is_known(
+    fs: FusionFS, store: MemoryObjectStore
+) -> None:
+    for i in range(10):
+        store.put("bk", f"s/f{i}", bytes([i]) * 5000)  # too large to be a symlink
+    store.put("bk", "s/tiny", b"x")  # small enough: only a HEAD tells
+    b = bucket_ino(fs)
+    s = fs.lookup(b, "s")
+    assert fs.lookup_nowait(s.ino, "f1") is None  # no listing yet: would need a request
+    calls = dict(store.calls)
+    attr = fs.lookup(s.ino, "f1")  # lists the folder once
+    assert store.calls.get("list", 0) == calls.get("list", 0) + 1
+    calls = dict(store.calls)
+    # The page answers the other names at once, with no request and no waiting.
+    known = fs.lookup_nowait(s.ino, "f2")
+    assert known is not None and known.size == 5000
+    with pytest.raises(OSError) as absent:
+        fs.lookup_nowait(s.ino, "nope")
+    assert absent.value.errno == errno.ENOENT
+    assert fs.lookup_nowait(s.ino, "tiny") is None
+    assert store.calls == calls
+    # A fresh read-only open needs nothing either; a write open or a stale node does.
+    opened = fs.open_nowait(attr.ino, os.O_RDONLY)
+    assert opened is not None
+    assert bytes(fs.read(opened[0], 0, 10)) == bytes([1]) * 10
+    fs.release(opened[0])
+    assert fs.open_nowait(attr.ino, os.O_WRONLY) is None
+    fs.inodes.get(attr.ino).validated = 0  # type: ignore[union-attr]
+    assert fs.open_nowait(attr.ino, os.O_RDONLY) is None
+
+
 def test_forget_drops_inodes(fs: FusionFS, store: MemoryObjectStore) -> None:
     store.put("bk", "f", b"x")
     b = bucket_ino(fs)
