@@ -339,6 +339,9 @@ class Broker:
                 req = replace(
                     req, avoid=advice.avoid, preemptible=req.preemptible and advice.preemptible_ok
                 )
+            builds = self.envs.build_waits(task.document, [(c.config, c.info) for c in candidates])
+            if builds:
+                req = replace(req, build_wait_s=builds)
             placement = route(req, candidates, policy, budgets, state)
             metrics.PLACEMENTS.labels(
                 placement.target or "", metrics.placement_kind(placement.reason)

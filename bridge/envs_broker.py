@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import statistics
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -88,6 +90,8 @@ class EnvBroker:
         self._lock = threading.Lock()
         self._spack_version: str | None = None
         self.on_finish: Callable[[str], None] | None = None
+        #: format -> (typical build seconds, when it was computed)
+        self._typical: dict[str, tuple[float, float]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -100,12 +104,21 @@ class EnvBroker:
 
     # -- requests -------------------------------------------------------------------
 
-    def request_for(self, document: dict[str, Any], info: TargetInfo | None) -> EnvRequest | None:
-        """The task's request on a target; :class:`BadEnvRequest` if malformed."""
+    def request_for(
+        self,
+        document: dict[str, Any],
+        info: TargetInfo | None,
+        target: TargetConfig | None = None,
+    ) -> EnvRequest | None:
+        """The task's request on a target; :class:`BadEnvRequest` if malformed.
+
+        Built for the CPUs the target's probe reported, else those its configuration
+        declares (``routing.arch``, as the router reads them), else this host's."""
         params = (document.get("resources") or {}).get("backend_parameters") or {}
         if not wants_environment(params):  # most tasks: nothing to look up
             return None
-        host = (info.microarchitecture if info else None) or _host_target()
+        declared = target.routing.arch if target is not None else None
+        host = (info.microarchitecture if info else None) or declared or _host_target()
         specs = params.get("bridge.spack")
         return request_from_parameters(
             params,
@@ -116,7 +129,7 @@ class EnvBroker:
 
     def resolve(self, task: TaskRow, target: TargetConfig, info: TargetInfo | None) -> Resolution:
         try:
-            request = self.request_for(task.document, info)
+            request = self.request_for(task.document, info, target)
         except (BadEnvRequest, targets.UnknownTarget) as err:
             return Resolution("failed", f"bad environment request: {err}")
         if request is None:
@@ -171,6 +184,64 @@ class EnvBroker:
         return Resolution(
             "failed", f"build {key} ({row.description}) failed:\n{row.log_tail()}", key=key
         )
+
+    def build_waits(
+        self, document: dict[str, Any], candidates: Sequence[tuple[TargetConfig, TargetInfo | None]]
+    ) -> dict[str, float]:
+        """For routing: seconds until the task's software is ready on each target whose
+        build is not ready (absent, running, failed or abandoned); targets with a ready
+        build, and every target of a task that needs no software, are left out.
+
+        One table read per distinct build (targets with the same CPUs share one). A
+        build not started is expected to take as long as the median of the last ready
+        builds of its format (``envs.build_estimate_s`` before there are any); a running
+        one, what is left of that (at least a minute).
+        """
+        params = (document.get("resources") or {}).get("backend_parameters") or {}
+        if not wants_environment(params):
+            return {}
+        waits: dict[str, float] = {}
+        by_key: dict[str, float | None] = {}
+        for target, info in candidates:
+            try:
+                request = self.request_for(document, info, target)
+            except (BadEnvRequest, targets.UnknownTarget):
+                return {}  # refused with its reason at admission, wherever it goes
+            if request is None:
+                return {}
+            if request.key not in by_key:
+                by_key[request.key] = self._wait_for(request)
+            wait = by_key[request.key]
+            if wait is not None:
+                waits[target.name] = wait
+        return waits
+
+    def _wait_for(self, request: EnvRequest) -> float | None:
+        row = self.builds.get(request.key)
+        if row is not None and row.status == "ready":
+            return None
+        if row is not None and row.status == "failed":
+            return self.config.build_timeout_s  # placed there, the task fails with the log
+        estimate = self._typical_build_s(request.format)
+        if row is not None and row.status == "building" and not self._stale(row):
+            elapsed = (utcnow() - row.created_time).total_seconds()
+            return max(60.0, estimate - elapsed)
+        return estimate
+
+    def _typical_build_s(self, fmt: str) -> float:
+        """Median duration of the last ready builds of a format (cached a minute)."""
+        now = time.monotonic()
+        cached = self._typical.get(fmt)
+        if cached is not None and now - cached[1] < 60:
+            return cached[0]
+        took = [
+            (row.updated_time - row.created_time).total_seconds()
+            for row in self.builds.list(limit=50)
+            if row.status == "ready" and row.format == fmt
+        ]
+        typical = statistics.median(took) if took else self.config.build_estimate_s
+        self._typical[fmt] = (typical, now)
+        return typical
 
     # -- the broker's calls -----------------------------------------------------------
 
@@ -269,8 +340,6 @@ class EnvBroker:
 
     def wait_idle(self, timeout: float) -> bool:
         """For tests and the CLI: whether every build started here ended in time."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:

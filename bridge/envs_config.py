@@ -20,6 +20,9 @@ class EnvsConfig(BaseModel):
     builds_dir: Path | None = None  # default: <data_dir>/envs
     webhook_url: str | None = None  # POSTed a JSON summary when a build finishes
     build_timeout_s: float = 3600.0
+    # How long routing expects a build to take before any build of its format has
+    # finished here (then: the median of the last ones)
+    build_estimate_s: float = Field(default=600.0, ge=0)
     # CA bundle pip trusts inside image builds (where TLS is intercepted)
     build_ca_bundle: Path | None = None
     # extra environment for the build commands (DOCKER_HOST, SPACK_ROOT, ...)

@@ -16,7 +16,9 @@ The steps, in order:
    stand in the way the task *waits* (``Placement.wait``) instead of failing.
 3. **Scores** order what is left: estimated cost (prices; spot prices for preemptible
    tasks; internal core-hours for HPC; moving inputs out of their bucket's region) plus
-   the estimated start (queue wait, plus boot latency for cloud) priced per hour.
+   the estimated start (queue wait, plus boot latency for cloud, plus the build of the
+   task's software for that target's CPUs when it is not built yet) priced per hour.
+   So of two targets alike, the one whose build is ready takes the task.
 
 The reason names the winner, what decided, its estimated cost and any budget left,
 e.g. ``aws-spot: hpc wait 42 min > 10 min; est. $0.03; budget proj-x $12.40 left``,
@@ -64,6 +66,9 @@ class Request:
     inputs: tuple[tuple[str, int | None], ...] = ()
     # Targets to stay off when anything else fits (after a preemption or a failure).
     avoid: frozenset[str] = frozenset()
+    # Seconds until the task's software is ready on a target (its build for that
+    # target's CPUs not done yet); a target absent here has it ready, or needs none.
+    build_wait_s: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_requirements(cls, req: Requirements, owner: str, doc: Mapping[str, Any]) -> Request:
@@ -213,11 +218,13 @@ RULES: tuple[Rule, ...] = (
 # -- estimates ----------------------------------------------------------------------
 
 
-def estimated_start_s(cand: Candidate, state: RoutingState) -> float:
-    """Queue wait (the probe's, or the broker's own when larger) plus boot latency."""
+def estimated_start_s(cand: Candidate, state: RoutingState, req: Request | None = None) -> float:
+    """Queue wait (the probe's, or the broker's own when larger) plus boot latency, plus
+    the software build when it is not done yet (the job is queued once it is built)."""
     wait = cand.info.queue_wait_s if cand.info else 0.0
     wait = max(wait, state.extra_wait_s.get(cand.config.name, 0.0))
-    return wait + cand.config.routing.boot_latency_s
+    build = req.build_wait_s.get(cand.config.name, 0.0) if req is not None else 0.0
+    return wait + build + cand.config.routing.boot_latency_s
 
 
 def runs_on_spot(req: Request, cfg: TargetConfig) -> bool:
@@ -335,7 +342,7 @@ def route(
         if over is not None:
             held[name] = over
             continue
-        start = estimated_start_s(cand, state)
+        start = estimated_start_s(cand, state, req)
         score = cost + start / 3600.0 * policy.wait_usd_per_hour
         usable.append(_Scored(cand, start, cost, score, note))
 
@@ -349,6 +356,8 @@ def route(
     best = usable[0]
     name = best.cand.config.name
     parts = [f"{name}: " + _why_best(req, best, usable, burst_note)]
+    if build := req.build_wait_s.get(name):
+        parts.append(f"software build for it est. {_minutes(build)}")
     if cost_text := _cost_text(best, req):
         parts.append(cost_text)
     if best.budget_note:
@@ -434,10 +443,14 @@ def _why_best(req: Request, best: _Scored, usable: Sequence[_Scored], burst_note
         return "the only target that may take it"
     runner = usable[1]
     if best.start_s < runner.start_s:
-        return (
-            f"est. start in {_minutes(best.start_s)} vs {_minutes(runner.start_s)} "
-            f"on {runner.cand.config.name}"
+        runner_name = runner.cand.config.name
+        text = (
+            f"est. start in {_minutes(best.start_s)} vs {_minutes(runner.start_s)} on {runner_name}"
         )
+        built = best.cand.config.name not in req.build_wait_s
+        if built and runner_name in req.build_wait_s:
+            text = f"its software is built; {text} (build not done there)"
+        return text
     return f"cheapest of {len(usable)} usable targets"
 
 

@@ -65,6 +65,26 @@ def test_the_shorter_queue_wins_and_the_reason_says_so() -> None:
     assert "est. start in 1 min vs 30 min on hpc" in placement.reason
 
 
+def test_of_two_targets_alike_the_one_with_the_software_built_wins() -> None:
+    targets = [cand("hpc-a", arch="zen3"), cand("hpc-b", arch="icelake")]
+    building_on_a = Request(build_wait_s={"hpc-a": 600.0})
+    p = route(building_on_a, targets)
+    assert p.target == "hpc-b"
+    assert "its software is built" in p.reason
+    assert "10 min on hpc-a" in p.reason
+    assert route(Request(build_wait_s={"hpc-b": 600.0}), targets).target == "hpc-a"
+    # Without a build anywhere, the order is the usual one (the name breaks the tie).
+    assert route(Request(), targets).target == "hpc-a"
+
+
+def test_a_build_is_worth_it_when_the_built_target_queues_longer() -> None:
+    targets = [cand("busy", wait=3 * 3600), cand("idle", arch="icelake")]
+    p = route(Request(build_wait_s={"idle": 600.0}), targets)
+    assert p.target == "idle"
+    assert "software build for it est. 10 min" in p.reason
+    assert p.est_start_s == 600.0
+
+
 def test_hard_filters_explain_every_rejection() -> None:
     placement = route(
         Request(cpus=128, arch="x86_64_v4"),
