@@ -93,13 +93,27 @@ class FolderIndex:
     def enabled(self) -> bool:
         return self.ttl > 0
 
-    def _fresh_page(self, folder: tuple[str, str], key: str) -> _Page | None:
-        """A fresh page covering ``key`` (lock held); drops expired pages."""
+    def _fresh_page(
+        self, folder: tuple[str, str], key: str, since: float | None = None
+    ) -> _Page | None:
+        """A fresh page covering ``key`` (lock held); drops expired pages.
+
+        A page listed since ``since`` (when a lookup began) is fresh for that lookup
+        whatever its age: on a loaded node a LIST can take longer than the TTL, and
+        the lookup that waited for it can have no newer answer.
+        """
         pages = self._pages.get(folder)
         if not pages:
             return None
         now = self.clock()
         alive = [p for p in pages if now - p.at < self.ttl]
+        if since is not None:
+            for page in reversed(pages):
+                if page.at >= since and page.covers(key):
+                    self._pages[folder] = alive
+                    if not alive:
+                        del self._pages[folder]
+                    return page
         if len(alive) != len(pages):
             if alive:
                 self._pages[folder] = alive
@@ -132,9 +146,10 @@ class FolderIndex:
             return None
         folder = (bucket, prefix)
         key = prefix + name
+        began = self.clock()
         for _ in range(4):
             with self._lock:
-                page = self._fresh_page(folder, key)
+                page = self._fresh_page(folder, key, since=began)
                 mine = False
                 if page is None:
                     running = self._inflight.setdefault(folder, {})
