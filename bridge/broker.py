@@ -641,16 +641,23 @@ class Broker:
                 retries=self._retries(task),
             )
         )
-        self._apply_decision(task, attempt, decision, changes)
+        self._apply_decision(task, attempt, decision, changes, status)
 
     def _apply_decision(
-        self, task: TaskRow, attempt: AttemptRow, decision: Decision, changes: Changes
+        self,
+        task: TaskRow,
+        attempt: AttemptRow,
+        decision: Decision,
+        changes: Changes,
+        status: dict[str, Any],
     ) -> None:
+        """``status``: the agent's report as just read (``attempt.status`` is the one
+        stored before this pass, without what the agent wrote last)."""
         if decision.verdict == Verdict.STARTED and decision.state is not None:
             changes.move(task.id, decision.state, decision.reason)
         elif decision.verdict in (Verdict.FINISH, Verdict.RETRY) and decision.state is not None:
             metrics.FINISHES.labels(decision.state.value, attempt.target).inc()
-            metrics.record_fusion(attempt.target, attempt.status)
+            metrics.record_fusion(attempt.target, status)
             self._ended_without_report.pop(task.id, None)
             self._status_seen.pop(attempt.id, None)
             changes.finished.append((attempt.id, decision.outcome))

@@ -6,9 +6,10 @@ registry and are bumped where the event happens.  Gauges of the stored state (ta
 by state and target) are read from the database at scrape time, so several brokers
 sharing a database all report the same totals.
 
-Fusion byte counts and cache hits are exported when an agent's ``status.json``
-carries a ``fusion`` section (``bytes_read``, ``bytes_written``, ``cache_hits``,
-``cache_misses``); agents that do not report them leave these series at zero.
+Fusion byte counts and cache hits are exported from the ``fusion`` section of an
+agent's final ``status.json`` (``bytes_read``, ``bytes_written``, ``cache_hits``,
+``cache_misses``: the counters its mount wrote when it ended, see
+:mod:`fusion.io_stats`, or what copy-staging moved).
 """
 
 from __future__ import annotations

@@ -80,6 +80,9 @@ def _attempt_log(task: TaskRow, attempt: AttemptRow, full: bool) -> dict[str, An
             entry["stderr"] = item.get("stderr", "")
         executors.append(entry)
     metadata = {str(k): str(v) for k, v in (status.get("metadata") or {}).items()}
+    fusion = status.get("fusion")
+    if isinstance(fusion, dict):  # what Fusion did: fusion_mode, fusion_bytes_read, ...
+        metadata.update({f"fusion_{k}": str(v) for k, v in fusion.items()})
     metadata["target"] = attempt.target
     metadata["attempt"] = str(attempt.number)
     if attempt.backend_job_id:

@@ -98,6 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     m.add_argument("--debug", action="store_true")
     m.add_argument("--ready-file", help="write this file once the mount is serving")
+    m.add_argument(
+        "--stats-file", help="write what the mount did (JSON counters) here when it ends"
+    )
 
     s = sub.add_parser("stage", help="copy between object storage and Fusion paths")
     s.add_argument("direction", choices=["in", "out"])
@@ -159,6 +162,7 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         debug=args.debug,
         ready_file=args.ready_file,
+        stats_file=args.stats_file,
     )
     return 0
 

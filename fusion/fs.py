@@ -44,6 +44,7 @@ from fusion.errors import (
 )
 from fusion.folders import FolderIndex
 from fusion.inodes import ROOT_INO, Inode, InodeTable, Kind
+from fusion.io_stats import IoStats
 from fusion.listing import NAME_MAX, DirListing, Entry, kind_of, valid_name
 from fusion.meta_cache import MISSING, MetaCache, Resolution
 from fusion.object_source import ObjectSource
@@ -164,7 +165,7 @@ class FusionFS:
             max_bytes=config.small_bytes,
         )
         self._lock = threading.Lock()
-        self.stats: dict[str, int] = {"reads": 0, "read_bytes_requested": 0, "writes": 0}
+        self.stats = IoStats()
         self._next_fh = 1
         self._files: dict[int, _FileHandle] = {}
         self._dirs: dict[int, DirListing] = {}
@@ -577,10 +578,9 @@ class FusionFS:
         return fh, self.attr(node)
 
     def read(self, fh: int, offset: int, length: int) -> bytes | memoryview:
-        self.stats["reads"] += 1
-        self.stats["read_bytes_requested"] += length
         got = self._read(fh, offset, length, block=True)
         assert got is not None
+        self.stats.add(reads=1, bytes_read=len(got))
         return got
 
     def read_nowait(self, fh: int, offset: int, length: int) -> bytes | memoryview | None:
@@ -590,8 +590,7 @@ class FusionFS:
         """
         got = self._read(fh, offset, length, block=False)
         if got is not None:
-            self.stats["reads"] += 1
-            self.stats["read_bytes_requested"] += length
+            self.stats.add(reads=1, bytes_read=len(got))
         return got
 
     def _read(self, fh: int, offset: int, length: int, block: bool) -> bytes | memoryview | None:
@@ -630,7 +629,7 @@ class FusionFS:
         return prefetcher.read(offset, length, block=block)
 
     def write(self, fh: int, offset: int, data: bytes | memoryview) -> int:
-        self.stats["writes"] += 1
+        self.stats.add(writes=1, bytes_written=len(data))
         handle = self._handle(fh)
         if not handle.writable:
             raise _err(errno.EBADF, "not open for writing")
@@ -663,6 +662,7 @@ class FusionFS:
             session.parts_uploaded_early,
             time.monotonic() - started,
         )
+        self.stats.add(objects_published=1, bytes_published=session.size)
         info = ObjectInfo(node.key, session.size, etag, time.time(), dict(session.metadata))
         node.info = info
         node.validated = time.monotonic()
@@ -829,6 +829,11 @@ class FusionFS:
         """The error for an operation Fusion does not do (SEMANTICS.md lists them)."""
         return UnsupportedOperation(number, f"{what} is not supported")
 
+    def io_stats(self) -> dict[str, int]:
+        """What this mount did so far (see :mod:`fusion.io_stats`)."""
+        cache = {"cache_hits": self.cache.hits, "cache_misses": self.cache.misses}
+        return self.stats.snapshot() | cache
+
     def shutdown(self) -> None:
         """Drop spools of files never closed (they are not uploaded) and stop threads."""
         with self._lock:
@@ -845,8 +850,6 @@ class FusionFS:
                     )
                 session.discard()
                 handle.node.session = None
-        log.info(
-            "stats: %s, cache hits %d misses %d", self.stats, self.cache.hits, self.cache.misses
-        )
+        log.info("stats: %s", self.io_stats())
         self.fetch_pool.shutdown(wait=False, cancel_futures=True)
         self.upload_pool.shutdown(wait=False, cancel_futures=True)

@@ -30,6 +30,7 @@ import pyfuse3
 import trio
 
 from fusion.fs import Attr, FsConfig, FusionFS
+from fusion.io_stats import write_stats_file
 from fusion.objects import StoreConfig
 
 __all__ = ["FusionOperations", "serve"]
@@ -413,10 +414,12 @@ def serve(
     allow_other: bool = False,
     debug: bool = False,
     ready_file: str | None = None,
+    stats_file: str | None = None,
 ) -> None:
     """Mount and serve in the foreground until SIGTERM/SIGINT, then unmount cleanly.
 
-    ``ready_file`` is written once the mount is tuned and serving.
+    ``ready_file`` is written once the mount is tuned and serving; ``stats_file``, once
+    it has ended, with what it did (:mod:`fusion.io_stats`).
     """
     from fusion.store import S3ObjectStore
 
@@ -444,4 +447,9 @@ def serve(
     finally:
         pyfuse3.close(unmount=True)
         fs.shutdown()
+        if stats_file:
+            try:
+                write_stats_file(stats_file, fs.io_stats())
+            except OSError as err:
+                log.warning("could not write the mount's figures to %s: %s", stats_file, err)
         log.info("fusion unmounted from %s", mountpoint)

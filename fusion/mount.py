@@ -17,6 +17,7 @@ half-way: open files that were not closed are not uploaded - and falls back to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fusion.errors import MountError
+from fusion.io_stats import read_stats_file
 from fusion.objects import StoreConfig
 
 __all__ = ["MountHandle", "MountOptions", "fuse_available", "is_mounted", "mount"]
@@ -94,10 +96,24 @@ class MountOptions:
 class MountHandle:
     """A running mount; :meth:`unmount` ends it. Usable as a context manager."""
 
-    def __init__(self, mountpoint: str, process: subprocess.Popen[bytes], log_path: str) -> None:
+    def __init__(
+        self,
+        mountpoint: str,
+        process: subprocess.Popen[bytes],
+        log_path: str,
+        stats_path: str | None = None,
+    ) -> None:
         self.mountpoint = mountpoint
         self.process = process
         self.log_path = log_path
+        self.stats_path = stats_path
+
+    def stats(self) -> dict[str, int]:
+        """What the mount did (:data:`fusion.io_stats.FIELDS`), once it has ended;
+        empty before, or when it was killed."""
+        if self.stats_path is None or self.process.poll() is None:
+            return {}
+        return read_stats_file(self.stats_path)
 
     @property
     def pid(self) -> int:
@@ -191,13 +207,17 @@ def mount(
     if os.path.exists(ready):
         os.unlink(ready)
     argv += ["--ready-file", ready]
+    stats = os.path.join(cache, "stats.json")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(stats)
+    argv += ["--stats-file", stats]
     if read_only:
         argv.append("--read-only")
     argv += (options or MountOptions()).to_args()
     log_path = os.path.join(cache, "mount.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
-    handle = MountHandle(mnt, proc, log_path)
+    handle = MountHandle(mnt, proc, log_path, stats)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

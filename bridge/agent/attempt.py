@@ -180,6 +180,8 @@ class Attempt:
                 self.reporter.log(message)
                 if state == "COMPLETE":
                     state = "SYSTEM_ERROR"
+            if self.fusion.figures:
+                self.reporter.doc["fusion"] = self.fusion.figures
         logs, errors = upload_outputs(self.task.outputs, paths, self.stager)
         self.reporter.doc["outputs"] = [entry.to_json() for entry in logs]
         for message in errors:

@@ -88,6 +88,9 @@ class FusionSession:
         self._handle: Any = None
         self._staged: dict[str, tuple[int, int]] = {}
         self._closed = False
+        #: What Fusion did for the task, for its ``status.json`` (``fusion``): the
+        #: mount's counters (:data:`fusion.io_stats.FIELDS`), or what staging moved.
+        self.figures: dict[str, Any] = {}
 
     @property
     def mounted(self) -> bool:
@@ -130,6 +133,8 @@ class FusionSession:
                 handle.unmount()
             except MountError as err:
                 return [f"fusion: {err}"]
+            finally:
+                self.figures = {"mode": "mount", **handle.stats()}
             return []
         if self._closed or self.mode == "off":
             return []
@@ -170,6 +175,7 @@ class FusionSession:
         for item in staged:
             stat = os.stat(item.path)
             self._staged[item.path] = (stat.st_size, stat.st_mtime_ns)
+        self.figures = {"mode": "stage", "bytes_read": sum(item.size for item in staged)}
         self.note(f"fusion: staged {len(staged)} object(s) in")
 
     def _stage_out(self) -> list[str]:
@@ -191,9 +197,11 @@ class FusionSession:
         if not changed:
             return []
         try:
-            stage_out(self._store(), changed)
+            done = stage_out(self._store(), changed)
         except Exception as err:
             return [f"fusion: staging out failed: {err}"]
+        self.figures["objects_published"] = len(done)
+        self.figures["bytes_published"] = sum(item.size for item in done)
         self.note(f"fusion: staged {len(changed)} file(s) out")
         return []
 

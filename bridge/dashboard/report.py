@@ -1,8 +1,10 @@
 """A workflow's report: one self-contained HTML file (inline CSS and SVG, no script).
 
 For every task tagged ``key=value``: where each attempt ran and why, its duration, CPU
-time and peak memory (as the agent measured each executor), cost, and for failures
-the tail of their logs -- across every backend, since it reads only the store.
+time and peak memory (as the agent measured each executor), the bytes it read from and
+published to object storage through Fusion (as the agent's mount counted them), cost,
+and for failures the tail of their logs -- across every backend, since it reads only
+the store.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class TaskSummary:
     peak_rss: int
     cost: float
     tails: list[tuple[str, str]]  # (label, text) for failed tasks
+    # Bytes read from and published to object storage through Fusion (all attempts)
+    fusion_read: int = 0
+    fusion_published: int = 0
 
 
 def _parse(value: Any) -> datetime | None:
@@ -51,6 +56,7 @@ def summarise(task: TaskTimes, rates: dict[str, float]) -> TaskSummary:
     cpu_s = 0.0
     peak = 0
     cost = 0.0
+    fusion_read = fusion_published = 0
     start: datetime | None = None
     end: datetime | None = None
     cpus = float((task.document.get("resources") or {}).get("cpu_cores") or 1)
@@ -65,6 +71,10 @@ def summarise(task: TaskTimes, rates: dict[str, float]) -> TaskSummary:
         for ex in a.status.get("executors", []):
             cpu_s += float(ex.get("cpu_time_s") or 0)
             peak = max(peak, int(ex.get("peak_rss_bytes") or 0))
+        fusion = a.status.get("fusion")
+        if isinstance(fusion, dict):
+            fusion_read += _count(fusion.get("bytes_read"))
+            fusion_published += _count(fusion.get("bytes_published"))
     tails: list[tuple[str, str]] = []
     if task.line.state in FAILED and task.attempts:
         last = task.attempts[-1]
@@ -91,7 +101,14 @@ def summarise(task: TaskTimes, rates: dict[str, float]) -> TaskSummary:
         peak_rss=peak,
         cost=cost,
         tails=tails,
+        fusion_read=fusion_read,
+        fusion_published=fusion_published,
     )
+
+
+def _count(value: Any) -> int:
+    """A counter from an agent's report: a non-negative int, anything else is 0."""
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def render(
@@ -118,6 +135,8 @@ def render(
         wall_s=(max(ends) - min(starts)).total_seconds() if starts and ends else 0.0,
         cpu_s=sum(r.cpu_s for r in rows),
         cost=sum(r.cost for r in rows),
+        fusion_read=sum(r.fusion_read for r in rows),
+        fusion_published=sum(r.fusion_published for r in rows),
         timeline=charts.gantt(spans),
         durations=charts.horizontal_bars(
             [(r.name or r.id[:8], r.duration_s, charts.colour(r.state)) for r in rows], " s"

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.client import BridgeClient
 from bridge.config import Settings, TargetConfig
@@ -73,6 +75,7 @@ def live(request: pytest.FixtureRequest, s3: object, tmp_path: Path) -> Iterator
 def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> None:
     task = live.submit(
         {
+            "tags": {"workflow": "wf-fusion"},
             "inputs": [{"url": "s3://data/in.txt", "path": "/in/stream.txt", "streamable": True}],
             "executors": [
                 {
@@ -96,6 +99,34 @@ def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> 
     said = " ".join(log["system_logs"])
     mode = live.mode  # type: ignore[attr-defined]
     assert ("mounted at /fusion" in said) if mode == "mount" else ("staged" in said), said
+    # What Fusion did is in the attempt's metadata: the mount's counters, or what
+    # staging moved. Read: refs/a.txt, refs/b.txt and in.txt, 17 bytes (a mount is
+    # asked for in.txt twice - by tr, and by cat through the streamable input's link -
+    # but the kernel keeps the second from its page cache); published: upper.txt, 13
+    # bytes (through a mount, every close publishes: the shell's close of the
+    # redirection's first descriptor published it empty, tr's close with its bytes).
+    meta = log["metadata"]
+    assert meta["fusion_mode"] == mode
+    assert 17 <= int(meta["fusion_bytes_read"]) <= (30 if mode == "mount" else 17), meta
+    assert meta["fusion_bytes_published"] == "13"
+    assert 1 <= int(meta["fusion_objects_published"]) <= (2 if mode == "mount" else 1)
+    if mode == "mount":
+        assert int(meta["fusion_bytes_written"]) == 13
+    # ... in the broker's metrics (process-wide counters: at least this task's) ...
+    scraped = httpx.get(f"{live.url}/metrics").text
+    read = [
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "bridge_fusion_bytes_total"
+        and sample.labels == {"target": "local", "direction": "read"}
+    ]
+    assert read and read[0] >= 17, scraped
+    # ... and in the workflow's report.
+    html = httpx.get(f"{live.url}/report", params={"tag": "workflow=wf-fusion"}).text
+    row = html[html.index('id="report-tasks"') :]
+    assert f"<td>{meta['fusion_bytes_read']} B / 13 B</td>" in row, row
+    assert f"Fusion read {meta['fusion_bytes_read']} B, published 13 B" in html
 
 
 def test_a_missing_object_is_an_executor_error_not_a_silent_empty_file(live: BridgeClient) -> None:
