@@ -831,8 +831,13 @@ class FusionFS:
 
     def io_stats(self) -> dict[str, int]:
         """What this mount did so far (see :mod:`fusion.io_stats`)."""
-        cache = {"cache_hits": self.cache.hits, "cache_misses": self.cache.misses}
-        return self.stats.snapshot() | cache
+        counts = self.stats.snapshot()
+        counts |= {"cache_hits": self.cache.hits, "cache_misses": self.cache.misses}
+        fetched = getattr(self.store, "fetched", None)  # counted by the stores that can
+        if isinstance(fetched, IoStats):
+            store = fetched.snapshot()
+            counts |= {"gets": store["gets"], "bytes_fetched": store["bytes_fetched"]}
+        return counts
 
     def shutdown(self) -> None:
         """Drop spools of files never closed (they are not uploaded) and stop threads."""

@@ -25,6 +25,8 @@ FIELDS = (
     "bytes_published",  # the size of those objects
     "cache_hits",  # block-cache lookups that found their block (the cache counts them)
     "cache_misses",  # and those that did not
+    "gets",  # GETs of object bytes sent to the store (the store counts them)
+    "bytes_fetched",  # the bytes they brought: over bytes_read, what read-ahead cost
 )
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fusion.errors import StoreError, UploadFailed, translate_store_error
+from fusion.io_stats import IoStats
 from fusion.objects import CommonPrefix, ObjectInfo, StoreConfig, UploadedPart
 from fusion.progress import Progress
 from fusion.s3_reads import RangeGetter, object_info
@@ -61,6 +62,8 @@ class S3ObjectStore:
 
     def __init__(self, config: StoreConfig | None = None, client: Any = None) -> None:
         self.config = config or StoreConfig.from_env()
+        #: GETs of object bytes and the bytes they brought (see fusion.io_stats).
+        self.fetched = IoStats()
         #: The read path's GETs (see fusion.s3_reads); ``None`` with a client passed in,
         #: whose own settings then apply to every call.
         self.getter: RangeGetter | None = None
@@ -137,11 +140,13 @@ class S3ObjectStore:
         try:
             if self.getter is not None:
                 headers, body = self.getter.get(bucket, key)
+                self.fetched.add(gets=1, bytes_fetched=len(body))
                 return object_info(key, headers, len(body)), body
             resp = self.client.get_object(Bucket=bucket, Key=key)
             data = bytes(resp["Body"].read())
         except Exception as err:
             raise translate_store_error(err, f"GET s3://{bucket}/{key}") from err
+        self.fetched.add(gets=1, bytes_fetched=len(data))
         return _info(key, resp, len(data)), data
 
     def get_range(
@@ -151,7 +156,9 @@ class S3ObjectStore:
             return b""
         if self.getter is not None:
             try:
-                return self.getter.get(bucket, key, start, end_exclusive, etag)[1]
+                body = self.getter.get(bucket, key, start, end_exclusive, etag)[1]
+                self.fetched.add(gets=1, bytes_fetched=len(body))
+                return body
             except Exception as err:
                 raise translate_store_error(
                     err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"
@@ -165,7 +172,9 @@ class S3ObjectStore:
             kwargs["IfMatch"] = f'"{etag}"'
         try:
             resp = self.client.get_object(**kwargs)
-            return bytes(resp["Body"].read())
+            data = bytes(resp["Body"].read())
+            self.fetched.add(gets=1, bytes_fetched=len(data))
+            return data
         except Exception as err:
             raise translate_store_error(
                 err, f"GET s3://{bucket}/{key} [{start}:{end_exclusive})"
@@ -184,6 +193,7 @@ class S3ObjectStore:
         try:
             if self.getter is not None:
                 self.getter.get_into(bucket, key, start, end_exclusive, etag, progress)
+                self.fetched.add(gets=1, bytes_fetched=end_exclusive - start)
                 return
             progress.fill(self.get_range(bucket, key, start, end_exclusive, etag))
         except Exception as err:
@@ -204,10 +214,17 @@ class S3ObjectStore:
         """Bytes ``[start, end_exclusive)`` to ``deliver(offset, view)`` block by block,
         through one reused buffer, until it returns ``False`` (see
         :meth:`RangeGetter.get_blocks`)."""
+
+        def counted(offset: int, view: memoryview) -> bool:
+            self.fetched.add(bytes_fetched=len(view))
+            return deliver(offset, view)
+
         try:
             if self.getter is not None:
-                self.getter.get_blocks(bucket, key, start, end_exclusive, etag, block_size, deliver)
+                self.fetched.add(gets=1)
+                self.getter.get_blocks(bucket, key, start, end_exclusive, etag, block_size, counted)
                 return
+            # get_range counts its GET and bytes
             data = memoryview(self.get_range(bucket, key, start, end_exclusive, etag))
             for lo in range(0, len(data), block_size):
                 if not deliver(start + lo, data[lo : lo + block_size]):

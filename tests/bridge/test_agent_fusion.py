@@ -112,6 +112,10 @@ def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> 
     assert 1 <= int(meta["fusion_objects_published"]) <= (2 if mode == "mount" else 1)
     if mode == "mount":
         assert int(meta["fusion_bytes_written"]) == 13
+        # Fetched from the store: the 17 bytes (a small object is fetched whole, once),
+        # and upper.txt, which the mount's own lookups found and prefetched.
+        assert 17 <= int(meta["fusion_bytes_fetched"]) <= 30, meta
+        assert 3 <= int(meta["fusion_gets"]) <= 4, meta
     # ... in the broker's metrics (process-wide counters: at least this task's) ...
     scraped = httpx.get(f"{live.url}/metrics").text
     read = [
