@@ -130,6 +130,10 @@ def status_data(client: BridgeClient, task_id: str) -> dict[str, Any]:
                     {"index": i, "exit_code": ex.get("exit_code")}
                     for i, ex in enumerate(entry.get("logs", []))
                 ],
+                # What Fusion did for the attempt (the agent's counters), if it used it
+                "fusion": {
+                    k.removeprefix("fusion_"): v for k, v in meta.items() if k.startswith("fusion_")
+                },
             }
         )
     return {
@@ -152,10 +156,37 @@ def status_text(data: dict[str, Any]) -> str:
             f"job {a['backend_job_id'] or '-'}: {a['placement_reason']}"
         )
         lines += [f"    executor {e['index']}: exit {e['exit_code']}" for e in a["executors"]]
+        if a["fusion"]:
+            lines.append("    " + fusion_text(a["fusion"]))
     lines += [
         f"  {e['at']}  {e['from']:>14} -> {e['to']:<14} {e['reason']}" for e in data["events"]
     ]
     return "\n".join(lines)
+
+
+def fusion_text(figures: dict[str, str]) -> str:
+    """One line of an attempt's Fusion figures (strings, as TES metadata holds them)."""
+
+    def n(key: str) -> int:
+        value = figures.get(key, "0")
+        return int(value) if value.isdigit() else 0
+
+    parts = [f"read {_size(n('bytes_read'))}"]
+    if "bytes_fetched" in figures:
+        parts.append(f"fetched {_size(n('bytes_fetched'))} in {n('gets')} GETs")
+    parts.append(f"published {_size(n('bytes_published'))} in {n('objects_published')} objects")
+    if "cache_hits" in figures:
+        parts.append(f"block cache {n('cache_hits')} hits / {n('cache_misses')} misses")
+    return f"fusion ({figures.get('mode', '?')}): " + ", ".join(parts)
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

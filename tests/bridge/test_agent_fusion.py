@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.cli import main
 from bridge.client import BridgeClient
 from bridge.config import Settings, TargetConfig
 from bridge.server import free_port, serve_in_thread
@@ -72,7 +73,9 @@ def live(request: pytest.FixtureRequest, s3: object, tmp_path: Path) -> Iterator
         yield client
 
 
-def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> None:
+def test_fusion_paths_read_and_write_objects(
+    live: BridgeClient, s3: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     task = live.submit(
         {
             "tags": {"workflow": "wf-fusion"},
@@ -116,6 +119,11 @@ def test_fusion_paths_read_and_write_objects(live: BridgeClient, s3: object) -> 
         # and upper.txt, which the mount's own lookups found and prefetched.
         assert 17 <= int(meta["fusion_bytes_fetched"]) <= 30, meta
         assert 3 <= int(meta["fusion_gets"]) <= 4, meta
+    # ... in `bridge status` ...
+    assert main(["--server", live.url, "status", task["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert f"fusion ({mode}): read {meta['fusion_bytes_read']} B" in shown, shown
+    assert "published 13 B in" in shown
     # ... in the broker's metrics (process-wide counters: at least this task's) ...
     scraped = httpx.get(f"{live.url}/metrics").text
     read = [
