@@ -81,7 +81,8 @@ def _microarchitecture(envs: EnvBroker, target: str) -> str | None:
     return None
 
 
-def cmd_build(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def cmd_build(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # read at call time: a default bound at import may be closed
     envs = _broker(settings)
     config, _ = _target(settings, args.target)
     params: dict[str, Any] = {
@@ -156,7 +157,8 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "starting"
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
+def cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     envs = _broker(settings)
     rows = envs.builds.list()
     envs.close()
@@ -170,8 +172,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings, out: TextIO = sys.std
 
 
 def cmd_show(
-    args: argparse.Namespace, settings: Settings, *, logs: bool, out: TextIO = sys.stdout
+    args: argparse.Namespace, settings: Settings, *, logs: bool, out: TextIO | None = None
 ) -> int:
+    out = out or sys.stdout
     envs = _broker(settings)
     row = envs.builds.get(args.key)
     envs.close()
