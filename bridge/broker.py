@@ -327,6 +327,7 @@ class Broker:
         placed: list[tuple[TaskRow, str, str, str]] = []
         spot: dict[str, bool] = {}  # task id -> may run on preemptible capacity
         envs: dict[str, dict[str, Any]] = {}
+        build_state: dict[str, float | None] = {}  # build key -> wait, read once per turn
         for task in tasks:
             req = Request.from_requirements(task.requirements, task.owner, task.document)
             advice = next_attempt(
@@ -339,7 +340,9 @@ class Broker:
                 req = replace(
                     req, avoid=advice.avoid, preemptible=req.preemptible and advice.preemptible_ok
                 )
-            builds = self.envs.build_waits(task.document, [(c.config, c.info) for c in candidates])
+            builds = self.envs.build_waits(
+                task.document, [(c.config, c.info) for c in candidates], build_state
+            )
             if builds:
                 req = replace(req, build_wait_s=builds)
             placement = route(req, candidates, policy, budgets, state)

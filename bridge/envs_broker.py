@@ -186,13 +186,17 @@ class EnvBroker:
         )
 
     def build_waits(
-        self, document: dict[str, Any], candidates: Sequence[tuple[TargetConfig, TargetInfo | None]]
+        self,
+        document: dict[str, Any],
+        candidates: Sequence[tuple[TargetConfig, TargetInfo | None]],
+        known: dict[str, float | None] | None = None,
     ) -> dict[str, float]:
         """For routing: seconds until the task's software is ready on each target whose
         build is not ready (absent, running, failed or abandoned); targets with a ready
         build, and every target of a task that needs no software, are left out.
 
-        One table read per distinct build (targets with the same CPUs share one). A
+        One table read per distinct build (targets with the same CPUs share one; pass
+        the same ``known`` dict for every task of a dispatch turn to share them there). A
         build not started is expected to take as long as the median of the last ready
         builds of its format (``envs.build_estimate_s`` before there are any); a running
         one, what is left of that (at least a minute).
@@ -201,7 +205,7 @@ class EnvBroker:
         if not wants_environment(params):
             return {}
         waits: dict[str, float] = {}
-        by_key: dict[str, float | None] = {}
+        by_key = known if known is not None else {}
         for target, info in candidates:
             try:
                 request = self.request_for(document, info, target)

@@ -112,6 +112,13 @@ def test_build_waits_per_target_from_the_build_table(tmp_path: Path) -> None:
         assert set(waits) == {"v2", "v4"}  # v3 and the declared v3 are built
         assert 1100 <= waits["v2"] <= 1200  # 20 min typical, just started
         assert 1190 <= waits["v4"] <= 1210  # not started: the typical build
+        # A dispatch turn shares one read per build among its tasks.
+        turn: dict[str, float | None] = {}
+        first = envs.build_waits(_document(), candidates, turn)
+        assert set(turn) == {ready.key, running.key, _request(settings, "x86_64_v4").key}
+        builds.delete(running.key)  # read already this turn: not read again
+        assert envs.build_waits(_document(), candidates, turn) == first
+        assert first.keys() == waits.keys()
         no_software = {"executors": [{"image": "alpine", "command": ["true"]}]}
         assert envs.build_waits(no_software, candidates) == {}
     finally:
