@@ -19,6 +19,7 @@ from bridge.cli_output import Progress, emit_json, watch
 from bridge.client import TERMINAL, BridgeClient, BridgeError
 from bridge.config import ConfigError, Settings, find_config_file, load_settings
 from bridge.logs import setup_logging
+from bridge.sizes import human_size
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -171,22 +172,15 @@ def fusion_text(figures: dict[str, str]) -> str:
         value = figures.get(key, "0")
         return int(value) if value.isdigit() else 0
 
-    parts = [f"read {_size(n('bytes_read'))}"]
+    parts = [f"read {human_size(n('bytes_read'))}"]
     if "bytes_fetched" in figures:
-        parts.append(f"fetched {_size(n('bytes_fetched'))} in {n('gets')} GETs")
-    parts.append(f"published {_size(n('bytes_published'))} in {n('objects_published')} objects")
+        parts.append(f"fetched {human_size(n('bytes_fetched'))} in {n('gets')} GETs")
+    parts.append(
+        f"published {human_size(n('bytes_published'))} in {n('objects_published')} objects"
+    )
     if "cache_hits" in figures:
         parts.append(f"block cache {n('cache_hits')} hits / {n('cache_misses')} misses")
     return f"fusion ({figures.get('mode', '?')}): " + ", ".join(parts)
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

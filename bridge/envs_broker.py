@@ -238,11 +238,7 @@ class EnvBroker:
         cached = self._typical.get(fmt)
         if cached is not None and now - cached[1] < 60:
             return cached[0]
-        took = [
-            (row.updated_time - row.created_time).total_seconds()
-            for row in self.builds.list(limit=50)
-            if row.status == "ready" and row.format == fmt
-        ]
+        took = self.builds.ready_durations(fmt)
         typical = statistics.median(took) if took else self.config.build_estimate_s
         self._typical[fmt] = (typical, now)
         return typical

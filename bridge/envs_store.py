@@ -7,6 +7,7 @@ runs the build; everyone else reads the row and waits on it.
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +71,20 @@ class EnvBuildStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(B).order_by(B.c.updated_time.desc()).limit(limit))
             return [_row(r) for r in rows]
+
+    def ready_durations(self, fmt: str, limit: int = 50) -> builtins.list[float]:
+        """Seconds from claim to finish of the last ``limit`` ready builds of a format
+        (times only: no logs read)."""
+        query = (
+            select(B.c.created_time, B.c.updated_time)
+            .where(B.c.status == "ready", B.c.format == fmt)
+            .order_by(B.c.updated_time.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        # Both times come from the same column type, so they subtract as they are.
+        return [(r.updated_time - r.created_time).total_seconds() for r in rows]
 
     def claim(
         self,

@@ -218,12 +218,12 @@ RULES: tuple[Rule, ...] = (
 # -- estimates ----------------------------------------------------------------------
 
 
-def estimated_start_s(cand: Candidate, state: RoutingState, req: Request | None = None) -> float:
+def estimated_start_s(cand: Candidate, state: RoutingState, req: Request) -> float:
     """Queue wait (the probe's, or the broker's own when larger) plus boot latency, plus
     the software build when it is not done yet (the job is queued once it is built)."""
     wait = cand.info.queue_wait_s if cand.info else 0.0
     wait = max(wait, state.extra_wait_s.get(cand.config.name, 0.0))
-    build = req.build_wait_s.get(cand.config.name, 0.0) if req is not None else 0.0
+    build = req.build_wait_s.get(cand.config.name, 0.0)
     return wait + build + cand.config.routing.boot_latency_s
 
 

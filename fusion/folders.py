@@ -193,22 +193,24 @@ class FolderIndex:
                 return None
             self._refresh_soon(folder, page)
             entry = page.entries.get(name)
-        if entry is None:
-            return MISSING
-        kind, info = entry
-        if kind is Kind.FILE and info is not None and info.size <= MAX_TARGET:
-            return self.meta.get(bucket, key)
-        return Resolution(kind, info)
+        return self._answer(bucket, key, entry, head=False)
 
     def _answer(
-        self, bucket: str, key: str, entry: tuple[Kind, ObjectInfo | None] | None
+        self,
+        bucket: str,
+        key: str,
+        entry: tuple[Kind, ObjectInfo | None] | None,
+        head: bool = True,
     ) -> Resolution | None:
+        """What a page's entry says of ``key``. A file small enough to be a symlink is
+        known only from its metadata: the cache's, else a HEAD (``None`` without
+        ``head``)."""
         if entry is None:
             return MISSING
         kind, info = entry
         if kind is Kind.FILE and info is not None and info.size <= MAX_TARGET:
             cached = self.meta.get(bucket, key)
-            if cached is not None:
+            if cached is not None or not head:
                 return cached
             got = self.store.head(bucket, key)  # may be a symlink: only metadata says
             res = Resolution(kind_of(got), got) if got is not None else MISSING

@@ -36,6 +36,7 @@ from bridge.dashboard.session import (
     new_csrf,
 )
 from bridge.requirements import Requirements
+from bridge.sizes import human_size
 from bridge.states import State
 from bridge.store import TaskNotFound, TaskStore, utcnow
 from bridge.views import rfc3339
@@ -57,19 +58,8 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return ""
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
-
-
 ENV.filters["when"] = _when
-ENV.filters["size"] = _size
+ENV.filters["size"] = human_size
 ENV.filters["colour"] = charts.colour
 ENV.filters["q"] = lambda v: quote(str(v), safe="")
 
